@@ -1,0 +1,409 @@
+"""The typed run config: sections as dataclasses, presets as TOML files, overrides as ``key=value``.
+
+A config is resolved once (preset, then its ``extends`` chain, then the user's overrides) and
+validated before anything is queued. Every key a user can set is a dataclass field here, so
+``lrfr config --preset NAME`` shows all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from engine.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+
+@dataclass
+class ModelConfig:
+    name: str = "iresnet34"
+    width: float = 1.0
+    embedding_size: int = 512
+    dropout: float = 0.0
+    input_size: int = 112
+
+
+@dataclass
+class DataConfig:
+    # "synthetic" uses the built-in face generator; any other name is looked up in the catalog.
+    dataset: str = "synthetic"
+    synthetic_identities: int = 300
+    synthetic_images_per_identity: int = 12
+    synthetic_seed: int = 0
+    num_workers: int = 2
+    # "raise" stops at the first unreadable image (naming it); "skip" drops and counts them.
+    on_error: str = "raise"
+
+
+@dataclass
+class AugmentConfig:
+    # Resolutions (px) of the LR copy and their sampling weights. Empty = no LR branch (baseline).
+    resolutions: list[int] = field(default_factory=lambda: [7, 14, 20])
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 2.0])
+    flip: bool = True
+
+
+@dataclass
+class LossConfig:
+    head: str = "cosface"
+    s: float = 48.0
+    m: float = 0.4
+    distance: str = "logexp"
+    p: float = 1.0
+    # "sample": the paper's per-sample Eq. 3; "batch": the released code's single log over the batch.
+    reduction: str = "sample"
+    # Written ``loss.lambda`` in presets and overrides (``lambda`` is a Python keyword).
+    lambda_: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    # Clip the global gradient norm to this value; 0 disables clipping.
+    clip_grad_norm: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 28
+    milestones: list[int] = field(default_factory=lambda: [16, 24])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    # Stop after this many optimiser steps in total (0 = run all epochs). For smoke runs and tests.
+    max_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
+    channels_last: bool = True
+    log_every: int = 20
+    checkpoint_every_epochs: int = 1
+
+
+@dataclass
+class EvalConfig:
+    benchmarks: list[str] = field(default_factory=lambda: ["synthetic_lfw"])
+    # Probe resolutions in px; a value >= the input size means the HR image itself.
+    resolutions: list[int] = field(default_factory=lambda: [112, 20, 14, 7])
+    batch_size: int = 128
+    synthetic_identities: int = 100
+    synthetic_pairs: int = 600
+
+
+@dataclass
+class RunConfig:
+    name: str = ""
+    preset: str = ""
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+SECTIONS = ("model", "data", "augment", "loss", "optim", "schedule", "train", "eval")
+TOP_LEVEL = ("name", "preset", "description")
+
+# Allowed values of the string options that select behaviour.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.on_error": ("raise", "skip"),
+    "loss.head": ("cosface", "arcface", "softmax"),
+    "loss.distance": ("none", "l1", "l2", "smoothl1", "logexp"),
+    "loss.reduction": ("sample", "batch"),
+    "train.amp": ("auto", "off", "bf16", "fp16"),
+}
+
+
+def _key(field_name: str) -> str:
+    """The user-facing name of a field (``lambda_`` -> ``lambda``)."""
+    return field_name.rstrip("_")
+
+
+def _section_fields(section: Any) -> dict[str, dataclasses.Field]:
+    return {_key(f.name): f for f in fields(section)}
+
+
+# ---------------------------------------------------------------- dict conversion
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Nested plain dict with user-facing key names (JSON/TOML friendly)."""
+    out: dict[str, Any] = {k: getattr(cfg, k) for k in TOP_LEVEL}
+    for name in SECTIONS:
+        section = getattr(cfg, name)
+        out[name] = {_key(f.name): _plain(getattr(section, f.name)) for f in fields(section)}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def flatten(cfg: RunConfig) -> dict[str, Any]:
+    """``{"optim.lr": 0.1, ...}``: one entry per overridable key."""
+    nested = to_dict(cfg)
+    flat = {k: nested[k] for k in TOP_LEVEL}
+    for name in SECTIONS:
+        for key, value in nested[name].items():
+            flat[f"{name}.{key}"] = value
+    return flat
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build and validate a config from a nested dict (as stored in runs.db or a preset)."""
+    cfg = RunConfig()
+    _apply_nested(cfg, data, origin="config")
+    validate(cfg)
+    return cfg
+
+
+def to_json(cfg: RunConfig) -> str:
+    return json.dumps(to_dict(cfg), sort_keys=True)
+
+
+# ---------------------------------------------------------------- setting values
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Convert ``value`` (a TOML value or an override string) to the field's type, or raise."""
+    origin = get_origin(annotation)
+    if origin is list:
+        (item_type,) = get_args(annotation)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                text = text[1:-1] if text.endswith("]") else text[1:]
+            items: list[Any] = [v for v in (s.strip() for s in text.split(",")) if v]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(key, item, item_type) for item in items]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(as_float)
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {annotation!r}")  # pragma: no cover
+
+
+def set_value(cfg: RunConfig, key: str, value: Any) -> None:
+    """Set one dotted key, checking the key exists and the value has the right type."""
+    if key in TOP_LEVEL:
+        setattr(cfg, key, _coerce(key, value, str))
+        return
+    section_name, _, leaf = key.partition(".")
+    if section_name not in SECTIONS:
+        valid = ", ".join(TOP_LEVEL + SECTIONS)
+        raise ConfigError(f"unknown config key {key!r}; top-level keys and sections are: {valid}")
+    section = getattr(cfg, section_name)
+    known = _section_fields(section)
+    if leaf not in known:
+        valid = ", ".join(f"{section_name}.{k}" for k in known)
+        raise ConfigError(f"unknown config key {key!r}; valid keys in [{section_name}]: {valid}")
+    f = known[leaf]
+    hints = get_type_hints(type(section))
+    setattr(section, f.name, _coerce(key, value, hints[f.name]))
+
+
+def _apply_nested(cfg: RunConfig, data: dict[str, Any], origin: str) -> None:
+    for key, value in data.items():
+        if key == "extends":
+            continue
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origin}: [{key}] must be a table")
+            for leaf, leaf_value in value.items():
+                set_value(cfg, f"{key}.{leaf}", leaf_value)
+        else:
+            set_value(cfg, key, value)
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=0.05)")
+    return key.strip(), value.strip()
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise ConfigError naming the key for any value outside its allowed range."""
+    flat = flatten(cfg)
+    for key, allowed in CHOICES.items():
+        if flat[key] not in allowed:
+            raise ConfigError(f"{key}={flat[key]!r} is not valid; choose one of: {', '.join(allowed)}")
+
+    def check(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}={flat[key]!r} is not valid: {what}")
+
+    from engine.models import list_models  # local import: models pull in torch
+
+    models = list_models()
+    if cfg.model.name not in models:
+        raise ConfigError(f"model.name={cfg.model.name!r} is not valid; choose one of: {', '.join(models)}")
+    check(cfg.model.width > 0, "model.width", "must be > 0")
+    check(cfg.model.embedding_size > 0, "model.embedding_size", "must be > 0")
+    check(0 <= cfg.model.dropout < 1, "model.dropout", "must be in [0, 1)")
+    check(cfg.model.input_size >= 16 and cfg.model.input_size % 16 == 0, "model.input_size",
+          "must be a multiple of 16")
+    check(cfg.data.synthetic_identities >= 2, "data.synthetic_identities", "must be >= 2")
+    check(cfg.data.synthetic_images_per_identity >= 1, "data.synthetic_images_per_identity", "must be >= 1")
+    check(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    check(not cfg.augment.resolutions or len(cfg.augment.resolutions) == len(cfg.augment.weights),
+          "augment.weights",
+          f"needs one weight per resolution ({len(cfg.augment.resolutions)})")
+    check(all(r >= 1 for r in cfg.augment.resolutions), "augment.resolutions", "must be positive")
+    check(all(w >= 0 for w in cfg.augment.weights), "augment.weights", "must be >= 0")
+    check(not cfg.augment.resolutions or sum(cfg.augment.weights) > 0, "augment.weights",
+          "must not all be zero")
+    check(cfg.loss.s > 0, "loss.s", "must be > 0")
+    check(cfg.loss.m >= 0, "loss.m", "must be >= 0")
+    check(cfg.loss.p >= 1, "loss.p", "must be >= 1 (the paper uses 1 or 2)")
+    check(cfg.loss.lambda_ >= 0, "loss.lambda", "must be >= 0")
+    check(cfg.optim.lr > 0, "optim.lr", "must be > 0")
+    check(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)")
+    check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    check(cfg.optim.batch_size >= 2, "optim.batch_size", "must be >= 2")
+    check(cfg.optim.clip_grad_norm >= 0, "optim.clip_grad_norm", "must be >= 0 (0 = off)")
+    check(cfg.schedule.epochs >= 1, "schedule.epochs", "must be >= 1")
+    check(list(cfg.schedule.milestones) == sorted(cfg.schedule.milestones), "schedule.milestones",
+          "must be increasing")
+    check(0 < cfg.schedule.gamma <= 1, "schedule.gamma", "must be in (0, 1]")
+    check(cfg.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
+    check(cfg.schedule.max_steps >= 0, "schedule.max_steps", "must be >= 0 (0 = no cap)")
+    check(cfg.train.device == "auto" or cfg.train.device == "cpu" or cfg.train.device.startswith("cuda"),
+          "train.device", "use auto, cpu, cuda or cuda:N")
+    check(cfg.train.log_every >= 1, "train.log_every", "must be >= 1")
+    check(cfg.train.checkpoint_every_epochs >= 1, "train.checkpoint_every_epochs", "must be >= 1")
+    check(all(r >= 1 for r in cfg.eval.resolutions), "eval.resolutions", "must be positive")
+    check(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    check(cfg.eval.synthetic_identities >= 2, "eval.synthetic_identities", "must be >= 2")
+    check(cfg.eval.synthetic_pairs >= 20 and cfg.eval.synthetic_pairs % 20 == 0, "eval.synthetic_pairs",
+          "must be a multiple of 20 (10 folds of matched + mismatched pairs)")
+    from engine.evaluate import list_benchmarks  # local import: avoids a cycle at import time
+
+    known = list_benchmarks()
+    for bench in cfg.eval.benchmarks:
+        if bench not in known:
+            raise ConfigError(f"eval.benchmarks: unknown benchmark {bench!r}; choose from: {', '.join(known)}")
+
+
+# ---------------------------------------------------------------- presets
+
+
+def _preset_files() -> dict[str, Any]:
+    root = resources.files("engine") / "presets"
+    return {p.name[: -len(".toml")]: p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def list_presets() -> dict[str, str]:
+    """Preset name -> its one-line description, sorted by name."""
+    out = {}
+    for name, path in sorted(_preset_files().items()):
+        data = tomllib.loads(path.read_text())
+        out[name] = str(data.get("description", ""))
+    return out
+
+
+def _load_preset_chain(name: str, seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    files = _preset_files()
+    if name not in files:
+        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(sorted(files))}")
+    if name in seen:
+        raise ConfigError(f"preset {name!r} extends itself ({' -> '.join(seen + (name,))})")
+    data = tomllib.loads(files[name].read_text())
+    parent = data.get("extends")
+    chain = _load_preset_chain(parent, seen + (name,)) if parent else []
+    return chain + [data]
+
+
+def resolve(preset: str | None = None, overrides: list[str] | None = None,
+            config_file: str | Path | None = None) -> RunConfig:
+    """Preset (with its ``extends`` chain), then a TOML file, then ``key=value`` overrides."""
+    cfg = RunConfig()
+    if preset:
+        for layer in _load_preset_chain(preset):
+            _apply_nested(cfg, layer, origin=f"preset {preset}")
+        cfg.preset = preset
+        if not cfg.name:
+            cfg.name = preset
+    if config_file:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        _apply_nested(cfg, data, origin=str(path))
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_value(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """Render a resolved config as TOML (what ``lrfr config`` prints)."""
+    nested = to_dict(cfg)
+    lines = [f"{k} = {_toml_value(nested[k])}" for k in TOP_LEVEL]
+    for name in SECTIONS:
+        lines.append("")
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in nested[name].items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)

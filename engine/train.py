@@ -1,0 +1,439 @@
+"""The Siamese training loop of the paper (DESIGN.md, "The paper in one screen").
+
+Per batch of HR faces: an LR copy is made on the training device (MAug), both copies go through
+the same backbone in two forward passes (BatchNorm statistics stay per domain), and
+
+    L = lambda * L_dist(f_hr/|f_hr|, f_lr/|f_lr|) + CE(f_hr)/2 + CE(f_lr)/2.
+
+With no LR resolutions configured (the baseline) there is one forward pass and L = CE(f_hr).
+
+Data loaders only decode uint8 images; flips, degradation and normalisation run batched on the
+device. Checkpoints hold everything needed for an exact resume (weights, optimiser, AMP scaler,
+RNG states, the position inside the epoch); the data order is a pure function of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Sampler
+
+from engine import checkpoint as ckpt
+from engine.augment import ResolutionSampler, degrade, make_pair, random_hflip
+from engine.config import RunConfig, to_dict
+from engine.errors import ConfigError, TrainingDiverged
+from engine.losses import build_distance_loss, build_head
+from engine.models import get_model
+from engine.reporting import Reporter
+from engine.schedule import lr_at
+from engine.data.folder import collate_skip
+from engine.sources import build_train_dataset
+
+# A worker that stopped on SIGTERM/SIGINT after writing its checkpoint exits with this code, so a
+# launcher can tell "killed cleanly, resumable" from a crash (1) or a divergence (2).
+EXIT_INTERRUPTED = 3
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on request after saving a checkpoint at ``step``."""
+
+    def __init__(self, step: int, checkpoint: Path, reason: str) -> None:
+        super().__init__(f"training interrupted ({reason}) at step {step}; checkpoint {checkpoint}")
+        self.step = step
+        self.checkpoint = checkpoint
+        self.reason = reason
+
+
+@dataclass
+class TrainResult:
+    backbone: nn.Module
+    step: int
+    total_steps: int
+    checkpoint: Path
+    wall_s: float
+    device: torch.device
+
+
+# ---------------------------------------------------------------- environment
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_env() -> DistEnv:
+    """Read torchrun's environment; a plain process is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistEnv()
+    return DistEnv(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def select_device(name: str, env: DistEnv) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{env.local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """bf16 by default on CUDA (no loss scaling needed); full precision on CPU."""
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return None
+    if setting in ("auto", "bf16"):
+        return torch.bfloat16
+    return torch.float16
+
+
+# ---------------------------------------------------------------- data order
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches of indices for one epoch: a permutation seeded by (seed, epoch), sharded by rank.
+
+    ``skip`` drops the first batches (already trained before an interruption) without decoding them.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, env: DistEnv, skip: int = 0) -> None:
+        self.n, self.batch_size, self.seed, self.epoch, self.env, self.skip = n, batch_size, seed, epoch, env, skip
+
+    def batches_per_epoch(self) -> int:
+        return self.n // (self.batch_size * self.env.world_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        global_batch = self.batch_size * self.env.world_size
+        for b in range(self.skip, self.batches_per_epoch()):
+            chunk = order[b * global_batch : (b + 1) * global_batch]
+            yield chunk[self.env.rank :: self.env.world_size]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch() - self.skip
+
+
+# ---------------------------------------------------------------- the model being trained
+
+
+class SiameseModule(nn.Module):
+    """Backbone + classification head + distance loss, as one module so DDP sees one forward.
+
+    Both forward passes happen inside ``forward``: DDP requires exactly one forward per backward.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, distance, lam: float) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.distance = distance
+        self.lam = lam
+
+    def forward(self, x_hr: Tensor, x_lr: Tensor | None, labels: Tensor) -> tuple[Tensor, Tensor]:
+        f_hr = self.backbone(x_hr)
+        if x_lr is None:
+            return self.head(f_hr, labels), torch.zeros((), device=x_hr.device)
+        f_lr = self.backbone(x_lr)
+        loss_cls = 0.5 * self.head(f_hr, labels) + 0.5 * self.head(f_lr, labels)
+        if self.distance is None:
+            return loss_cls, torch.zeros((), device=x_hr.device)
+        f_hr_n = F.normalize(f_hr.float(), dim=1)
+        f_lr_n = F.normalize(f_lr.float(), dim=1)
+        return loss_cls, self.lam * self.distance(f_hr_n, f_lr_n)
+
+
+def augment_batch(images: Tensor, sampler: ResolutionSampler | None, flip: bool,
+                  generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """HR view and (unless the baseline) the LR view of a uint8 batch, on the batch's device."""
+    if sampler is None:
+        return (random_hflip(images, generator) if flip else images), None
+    if flip:
+        # make_pair flips the HR and LR copies independently, as the released code does.
+        hr, lr, _ = make_pair(images, sampler, generator)
+        return hr, lr
+    return images, degrade(images, sampler.sample(len(images), generator))
+
+
+def to_model_input(images: Tensor, channels_last: bool) -> Tensor:
+    """uint8 0..255 -> float in [-1, 1] (the insightface normalisation)."""
+    x = images.float().div_(127.5).sub_(1.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def build_backbone(cfg: RunConfig) -> nn.Module:
+    m = cfg.model
+    return get_model(m.name, embedding_size=m.embedding_size, width=m.width, dropout=m.dropout,
+                     input_size=m.input_size)
+
+
+# ---------------------------------------------------------------- stop requests
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (or by a caller): the loop checkpoints and raises TrainingInterrupted."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def request(self, reason: str) -> None:
+        self.reason = reason
+        self.event.set()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+
+@contextmanager
+def stop_on_signals(flag: StopFlag):
+    """Route SIGTERM and SIGINT to ``flag`` while training (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum, _frame):
+        flag.request(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resume: bool = True,
+          stop: StopFlag | None = None) -> TrainResult:
+    """Train per ``cfg``; checkpoints go to ``run_dir``. Resumes from ``run_dir/checkpoint.pt``."""
+    reporter = reporter if reporter is not None else Reporter()
+    stop = stop if stop is not None else StopFlag()
+    env = dist_env()
+    device = select_device(cfg.train.device, env)
+    if env.world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    run_dir = Path(run_dir)
+    t_start = time.perf_counter()
+
+    torch.manual_seed(cfg.train.seed + env.rank)
+    dataset = build_train_dataset(cfg, reporter if env.is_main else None)
+    num_classes = dataset.num_classes
+
+    if cfg.optim.batch_size % env.world_size:
+        raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is not divisible by {env.world_size} processes")
+    per_rank_batch = cfg.optim.batch_size // env.world_size
+    steps_per_epoch = len(dataset) // cfg.optim.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"dataset has {len(dataset)} images, fewer than one batch of {cfg.optim.batch_size}")
+    total_steps = steps_per_epoch * cfg.schedule.epochs
+    if cfg.schedule.max_steps:
+        total_steps = min(total_steps, cfg.schedule.max_steps)
+
+    backbone = build_backbone(cfg)
+    head = build_head(cfg.loss.head, cfg.model.embedding_size, num_classes, s=cfg.loss.s, m=cfg.loss.m)
+    siamese_lr = bool(cfg.augment.resolutions)
+    distance = build_distance_loss(cfg.loss.distance, p=cfg.loss.p, reduction=cfg.loss.reduction) if siamese_lr else None
+    module = SiameseModule(backbone, head, distance, cfg.loss.lambda_).to(device)
+    channels_last = cfg.train.channels_last and device.type == "cuda"
+    if channels_last:
+        module.backbone.to(memory_format=torch.channels_last)
+
+    optimizer = torch.optim.SGD(module.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)
+    autocast_dtype = amp_dtype(cfg.train.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype is torch.float16)
+    aug_gen = torch.Generator().manual_seed(cfg.train.seed * 7919 + 17 + env.rank)
+    sampler = ResolutionSampler(tuple(cfg.augment.resolutions), tuple(cfg.augment.weights)) if siamese_lr else None
+
+    step = 0
+    last = run_dir / ckpt.LAST
+    if resume and last.exists():
+        state = ckpt.load(last)
+        module.backbone.load_state_dict(state["backbone"])
+        module.head.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        # A resume with a different number of processes falls back to rank 0's streams.
+        saved_rank = env.rank if env.rank < len(state["aug_rng"]) else 0
+        aug_gen.set_state(state["aug_rng"][saved_rank])
+        torch.set_rng_state(state["torch_rng"][saved_rank])
+        step = int(state["step"])
+        if env.is_main:
+            reporter.event("resume", f"resumed from {last} at step {step}", step=step)
+
+    ddp_module: nn.Module = module
+    if env.world_size > 1:
+        ddp_module = nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def save(reason: str) -> Path:
+        rng_states = [(aug_gen.get_state(), torch.get_rng_state())]
+        if env.world_size > 1:
+            gathered: list = [None] * env.world_size
+            dist.all_gather_object(gathered, rng_states[0])
+            rng_states = gathered
+        if not env.is_main:
+            return last
+        state = {
+            "backbone": module.backbone.state_dict(),
+            "head": module.head.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            # Per rank: (augmentation generator state, torch global RNG state used by dropout).
+            "aug_rng": [a for a, _ in rng_states],
+            "torch_rng": [t for _, t in rng_states],
+            "step": step,
+            "total_steps": total_steps,
+            "num_classes": num_classes,
+            "config": to_dict(cfg),
+        }
+        ckpt.save_atomic(state, last)
+        reporter.event("checkpoint", f"checkpoint at step {step} ({reason})", step=step, path=str(last))
+        reporter.artifact("checkpoint", last)
+        return last
+
+    autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
+
+    def optimisation_step(images: Tensor, labels: Tensor, lr: float) -> tuple[Tensor, Tensor, int]:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        hr, lr_images = augment_batch(images, sampler, cfg.augment.flip, aug_gen)
+        x_hr = to_model_input(hr, channels_last)
+        x_lr = to_model_input(lr_images, channels_last) if lr_images is not None else None
+        with autocast():
+            loss_cls, loss_dist = ddp_module(x_hr, x_lr, labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss_cls + loss_dist).backward()
+        if cfg.optim.clip_grad_norm > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return loss_cls.detach(), loss_dist.detach(), 2 if x_lr is not None else 1
+
+    if env.is_main:
+        reporter.start(total_steps, step)
+    module.train()
+    window = _Window(device)
+    num_workers = cfg.data.num_workers
+    with stop_on_signals(stop):
+        while step < total_steps:
+            epoch, in_epoch = divmod(step, steps_per_epoch)
+            batch_sampler = EpochBatchSampler(len(dataset), per_rank_batch, cfg.train.seed, epoch, env, skip=in_epoch)
+            loader = DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                                collate_fn=collate_skip, pin_memory=device.type == "cuda",
+                                persistent_workers=False)
+            for images, labels, skipped in loader:
+                if skipped and env.is_main:
+                    reporter.event("skipped_images", f"{skipped} unreadable images skipped", count=skipped)
+                lr = lr_at(step, steps_per_epoch, cfg.optim.lr, cfg.schedule)
+                if len(images):  # in skip mode a batch can be all unreadable images: count the step only
+                    loss_cls, loss_dist, branches = optimisation_step(images, labels, lr)
+                    window.add(loss_cls, loss_dist, len(images) * env.world_size, branches)
+                step += 1
+
+                if (step % cfg.train.log_every == 0 or step == total_steps) and window.steps:
+                    values = window.flush()
+                    if not math.isfinite(values["loss"]):
+                        raise TrainingDiverged(f"loss became {values['loss']} at step {step}; "
+                                               f"last good checkpoint: {last if last.exists() else 'none'}")
+                    if env.is_main:
+                        values["lr"] = lr
+                        values["epoch"] = step / steps_per_epoch
+                        reporter.metrics(step, values)
+                epoch_done = step % steps_per_epoch == 0
+                if epoch_done and (step // steps_per_epoch) % cfg.train.checkpoint_every_epochs == 0:
+                    save(f"epoch {step // steps_per_epoch}")
+                if _stop_requested(stop, env):
+                    path = save(f"stop: {stop.reason or 'requested'}")
+                    raise TrainingInterrupted(step, path, stop.reason or "requested")
+                if step >= total_steps:
+                    break
+    final = save("final")
+    module.eval()
+    return TrainResult(module.backbone, step, total_steps, final, time.perf_counter() - t_start, device)
+
+
+def _stop_requested(stop: StopFlag, env: DistEnv) -> bool:
+    """All ranks must agree to stop at the same step, or DDP would hang in the next all-reduce."""
+    if env.world_size == 1:
+        return bool(stop)
+    flag = torch.tensor([1 if stop else 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and not stop.reason:
+        stop.reason = "stop on another rank"
+    return bool(flag.item())
+
+
+class _Window:
+    """Accumulates step losses on the device; syncs with the host only at log steps."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.cls = torch.zeros((), device=self.device)
+        self.dist = torch.zeros((), device=self.device)
+        self.steps = 0
+        self.samples = 0
+        self.images = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, loss_cls: Tensor, loss_dist: Tensor, samples: int, branches: int) -> None:
+        self.cls += loss_cls.float()
+        self.dist += loss_dist.float()
+        self.steps += 1
+        self.samples += samples
+        self.images += samples * branches
+
+    def flush(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        cls = self.cls.item() / self.steps
+        dst = self.dist.item() / self.steps
+        out = {"loss": cls + dst, "loss_cls": cls, "loss_dist": dst,
+               "samples_per_s": self.samples / elapsed, "images_per_s": self.images / elapsed}
+        self._reset()
+        return out
+
+
+def load_backbone(checkpoint_path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, RunConfig]:
+    """The trained backbone of a checkpoint, in eval mode, with the config it was trained with."""
+    from engine.config import from_dict
+
+    state = ckpt.load(Path(checkpoint_path))
+    cfg = from_dict(state["config"])
+    backbone = build_backbone(cfg)
+    backbone.load_state_dict(state["backbone"])
+    return backbone.to(device).eval(), cfg
+
+
+__all__ = ["EXIT_INTERRUPTED", "TrainResult", "TrainingInterrupted", "StopFlag", "train", "load_backbone"]

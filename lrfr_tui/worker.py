@@ -1,0 +1,154 @@
+"""What a run executes: its config from runs.db -> engine training and evaluation -> runs.db.
+
+``python -m lrfr_tui.worker --run ID [--db PATH]`` is what launchers start (directly, under
+torchrun, or as a Slurm job); ``lrfr run`` calls ``execute_run`` in the foreground. Whatever
+happens, the run row ends in a final state: finished, killed (after a checkpoint) or failed
+with a reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from engine.config import from_dict
+from engine.errors import LrfrError, TrainingDiverged
+from engine.reporting import MultiReporter, Reporter
+from lrfr_tui.store import Store, runs_root
+
+EXIT_OK, EXIT_FAILED, EXIT_DIVERGED = 0, 1, 2
+
+
+class StoreReporter(Reporter):
+    """Writes engine reports into runs.db: metric points batched, everything else at once."""
+
+    def __init__(self, store: Store, run_id: int, flush_every_s: float = 2.0, max_buffer: int = 500) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.flush_every_s = flush_every_s
+        self.max_buffer = max_buffer
+        self.buffer: list[tuple[str, int, float, float]] = []
+        self.last_flush = time.monotonic()
+        self.total_steps: int | None = None
+        self.step = 0
+
+    def start(self, total_steps: int, start_step: int) -> None:
+        self.total_steps = total_steps
+        self.step = start_step
+        self.store.mark_progress(self.run_id, start_step, total_steps)
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        now = time.time()
+        self.step = step
+        self.buffer.extend((key, step, float(value), now) for key, value in values.items())
+        if len(self.buffer) >= self.max_buffer or time.monotonic() - self.last_flush >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        self.store.add_metrics(self.run_id, self.buffer)
+        self.buffer = []
+        self.store.mark_progress(self.run_id, self.step, self.total_steps)
+        self.last_flush = time.monotonic()
+
+    def event(self, kind: str, message: str, **fields: Any) -> None:
+        self.flush()  # so an event never appears ahead of the metrics that preceded it
+        self.store.add_event(self.run_id, kind, message, fields)
+
+    def artifact(self, kind: str, path: Path) -> None:
+        self.store.add_artifact(self.run_id, kind, path)
+
+    def result(self, benchmark: str, protocol: str, metric: str, resolution: int | None, value: float) -> None:
+        self.store.add_results(self.run_id, [(benchmark, protocol, metric, resolution, value)])
+
+
+class LogReporter(Reporter):
+    """Human-readable lines appended to ``runs/<id>/train.log``."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = path.open("a", buffering=1)
+
+    def _line(self, text: str) -> None:
+        self.fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+    def start(self, total_steps: int, start_step: int) -> None:
+        self._line(f"training steps {start_step} -> {total_steps}")
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        self._line(f"step {step} " + " ".join(f"{k}={v:.5g}" for k, v in values.items()))
+
+    def event(self, kind: str, message: str, **fields: Any) -> None:
+        self._line(f"[{kind}] {message}")
+
+    def result(self, benchmark: str, protocol: str, metric: str, resolution: int | None, value: float) -> None:
+        self._line(f"result {benchmark}/{protocol} {metric} @ {resolution}: {value:.6g}")
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def execute_run(db: Path, run_id: int, extra: Reporter | None = None, stop=None) -> int:
+    """Train and evaluate run ``run_id``; returns the process exit code. Never leaves it 'running'."""
+    from engine.evaluate import run_benchmarks
+    from engine.train import EXIT_INTERRUPTED, TrainingInterrupted, dist_env, train
+
+    store = Store(db)
+    run = store.get_run(run_id)
+    cfg = from_dict(run.config)
+    run_dir = runs_root(db) / str(run_id)
+    main_rank = dist_env().is_main
+    log = LogReporter(run_dir / "train.log") if main_rank else None
+    store_reporter = StoreReporter(store, run_id) if main_rank else None
+    reporter = MultiReporter(store_reporter, log, extra) if main_rank else Reporter()
+    if main_rank:
+        store.mark_started(run_id, run_dir, os.getpid())
+        store.add_artifact(run_id, "log", run_dir / "train.log")
+
+    def finish(status: str, code: int, reason: str | None = None) -> int:
+        if main_rank:
+            store_reporter.flush()
+            store.mark_ended(run_id, status, code, reason)
+            reporter.event("status", f"run {run_id} {status}" + (f": {reason}" if reason else ""))
+            log.close()
+        store.close()
+        return code
+
+    try:
+        result = train(cfg, run_dir, reporter, resume=True, stop=stop)
+        if main_rank:
+            run_benchmarks(result.backbone, cfg, result.device, reporter)
+        return finish("finished", EXIT_OK)
+    except TrainingInterrupted as exc:
+        return finish("killed", EXIT_INTERRUPTED, str(exc))
+    except TrainingDiverged as exc:
+        return finish("failed", EXIT_DIVERGED, str(exc))
+    except LrfrError as exc:
+        return finish("failed", EXIT_FAILED, str(exc))
+    except BaseException as exc:  # a bug or an OOM: record it, keep the traceback in the log
+        if log is not None:
+            log._line(traceback.format_exc())
+        finish("failed", EXIT_FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lrfr_tui.worker", description=__doc__)
+    parser.add_argument("--run", type=int, required=True, help="run id in runs.db")
+    parser.add_argument("--db", default=None, help="runs database (default $LRFR_DB or ./runs.db)")
+    args = parser.parse_args(argv)
+    from lrfr_tui.store import db_path
+
+    try:
+        return execute_run(db_path(args.db), args.run)
+    except LrfrError as exc:
+        print(f"lrfr worker: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
