@@ -33,12 +33,12 @@ from torch.utils.data import DataLoader, Sampler
 from engine import checkpoint as ckpt
 from engine.augment import ResolutionSampler, degrade, make_pair, random_hflip
 from engine.config import RunConfig, to_dict
+from engine.data.folder import collate_skip
 from engine.errors import ConfigError, TrainingDiverged
 from engine.losses import build_distance_loss, build_head
 from engine.models import get_model
 from engine.reporting import Reporter
 from engine.schedule import lr_at
-from engine.data.folder import collate_skip
 from engine.sources import build_train_dataset
 
 # A worker that stopped on SIGTERM/SIGINT after writing its checkpoint exits with this code, so a
