@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from engine import checkpoint as ckpt
 from engine.augment import ResolutionSampler, degrade, make_pair, random_hflip
@@ -230,8 +230,13 @@ def stop_on_signals(flag: StopFlag):
 
 
 def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resume: bool = True,
-          stop: StopFlag | None = None) -> TrainResult:
-    """Train per ``cfg``; checkpoints go to ``run_dir``. Resumes from ``run_dir/checkpoint.pt``."""
+          stop: StopFlag | None = None, dataset: Dataset | None = None,
+          init_backbone: dict[str, Tensor] | None = None) -> TrainResult:
+    """Train per ``cfg``; checkpoints go to ``run_dir``. Resumes from ``run_dir/checkpoint.pt``.
+
+    ``dataset`` replaces the one ``cfg.data`` names (benchmark fine-tuning trains on a split of
+    the benchmark); ``init_backbone`` starts from trained weights instead of a fresh init.
+    """
     reporter = reporter if reporter is not None else Reporter()
     stop = stop if stop is not None else StopFlag()
     env = dist_env()
@@ -242,7 +247,8 @@ def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resum
     t_start = time.perf_counter()
 
     torch.manual_seed(cfg.train.seed + env.rank)
-    dataset = build_train_dataset(cfg, reporter if env.is_main else None)
+    if dataset is None:
+        dataset = build_train_dataset(cfg, reporter if env.is_main else None)
     num_classes = dataset.num_classes
 
     if cfg.optim.batch_size % env.world_size:
@@ -256,6 +262,8 @@ def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resum
         total_steps = min(total_steps, cfg.schedule.max_steps)
 
     backbone = build_backbone(cfg)
+    if init_backbone is not None:
+        backbone.load_state_dict(init_backbone)
     head = build_head(cfg.loss.head, cfg.model.embedding_size, num_classes, s=cfg.loss.s, m=cfg.loss.m)
     siamese_lr = bool(cfg.augment.resolutions)
     distance = build_distance_loss(cfg.loss.distance, p=cfg.loss.p, reduction=cfg.loss.reduction) if siamese_lr else None
