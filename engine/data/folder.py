@@ -71,7 +71,9 @@ def decode_image(source: Path | bytes, size: int | None, name: str) -> torch.Ten
     except Exception as exc:  # PIL signals broken files with OSError, SyntaxError, ValueError, EOFError...
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise DatasetError(f"cannot read image {name}: {reason}") from None
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    # Transpose in numpy: torch's .contiguous() on a 112 px image is just above its parallel
+    # threshold and stalls on busy cores (measured: ~8 ms instead of ~0.01 ms per image).
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
 def check_on_error(on_error: str) -> str:

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from engine.errors import DatasetError
 
 GENERATOR_NAME = "lrfr-synthetic-faces"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST = "manifest.json"
 
 # All geometry below is written in the coordinates of a 112 x 112 image and scaled to the canvas.
@@ -48,9 +48,9 @@ _SS = 2
 
 # Narrow palettes: neighbouring identities share colours, lighting nuisances blur the rest.
 _SKIN_LIGHT = np.array([232.0, 196.0, 168.0])
-_SKIN_DARK = np.array([196.0, 148.0, 118.0])
+_SKIN_DARK = np.array([204.0, 158.0, 128.0])
 _HAIR = np.array(
-    [[38, 30, 26], [64, 44, 32], [92, 62, 40], [46, 40, 40], [112, 80, 52], [74, 52, 44]], dtype=np.float64
+    [[38, 30, 26], [58, 42, 32], [78, 54, 38], [46, 40, 40], [90, 64, 44], [66, 48, 42]], dtype=np.float64
 )
 _IRIS = np.array([[70, 48, 30], [50, 80, 110], [70, 96, 60], [96, 96, 100], [40, 30, 24]], dtype=np.float64)
 
@@ -316,11 +316,9 @@ def _identity_layer(seed: int, identity: int, size: int) -> tuple[_Identity, Ima
         n = 220
         xs = p.cx + sr.uniform(-1, 1, n) * p.face_w * 0.8
         ys = p.cy + p.nose_len + sr.uniform(0, 1, n) * (p.face_h - p.nose_len)
-        inside = Image.new("L", (S, S), 0)
-        ImageDraw.Draw(inside).polygon(outline, fill=1)
-        ins = np.asarray(inside)
+        face_mask = np.asarray(mask_img)
         for x, y in zip(xs, ys, strict=True):
-            if ins[min(S - 1, int(y * k)), min(S - 1, int(x * k))]:
+            if face_mask[min(S - 1, int(y * k)), min(S - 1, int(x * k))]:
                 d.point([(x * k, y * k)], fill=bcol)
 
     # Front hair: the region between the top of the hair cap and the hairline.
@@ -472,7 +470,7 @@ def render_face(seed: int, identity: int, sample: int, size: int = 112) -> np.nd
 
     # Lighting: brightness, contrast, a directional shading ramp and a slight colour cast; then noise.
     arr = np.asarray(img, dtype=np.float32)
-    gain = r.uniform(0.8, 1.15) * r.uniform(0.95, 1.05, 3).astype(np.float32)
+    gain = r.uniform(0.78, 1.18) * r.uniform(0.95, 1.05, 3).astype(np.float32)
     contrast = r.uniform(0.8, 1.15)
     theta = r.uniform(0, 2 * math.pi)
     strength = r.uniform(0, 0.3)
