@@ -97,12 +97,27 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    benchmarks: list[str] = field(default_factory=lambda: ["synthetic_lfw"])
-    # Probe resolutions in px; a value >= the input size means the HR image itself.
-    resolutions: list[int] = field(default_factory=lambda: [112, 20, 14, 7])
+    # Any of: lfw, xqlfw, scface, tinyface, lowres_lfw (see `engine.evaluate.benchmarks`).
+    benchmarks: list[str] = field(default_factory=lambda: ["lfw", "xqlfw", "scface"])
+    # "catalog": the datasets registered under the benchmark's name (`lrfr data add lfw PATH`);
+    # "synthetic": stand-ins generated in the real file formats (no download needed).
+    source: str = "catalog"
+    standin_size: str = "tiny"
+    # lowres_lfw probe resolutions in px (a value >= the input size is the HR image) and which
+    # images of a pair are degraded: "second" (cross-resolution), "both", or "random" (seeded sizes).
+    resolutions: list[int] = field(default_factory=lambda: [7, 10, 14, 20, 28, 42, 56, 112])
+    lowres_mode: str = "second"
     batch_size: int = 128
-    synthetic_identities: int = 100
-    synthetic_pairs: int = 600
+    seed: int = 0
+    # SCface: "zero_shot" on all subjects; "finetune" = DCR-style: fine-tune on scface_train_ids
+    # subjects, test on the rest.
+    scface_protocols: list[str] = field(default_factory=lambda: ["zero_shot", "finetune"])
+    scface_train_ids: int = 50
+    # TinyFace: also fine-tune on its Training_Set before testing (the paper's Table 2 setting).
+    tinyface_finetune: bool = False
+    finetune_epochs: int = 10
+    finetune_lr: float = 0.01
+    finetune_batch_size: int = 64
 
 
 @dataclass
@@ -130,6 +145,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.distance": ("none", "l1", "l2", "smoothl1", "logexp"),
     "loss.reduction": ("sample", "batch"),
     "train.amp": ("auto", "off", "bf16", "fp16"),
+    "eval.source": ("catalog", "synthetic"),
+    "eval.standin_size": ("tiny", "test"),
+    "eval.lowres_mode": ("second", "both", "random"),
 }
 
 
@@ -324,9 +342,12 @@ def validate(cfg: RunConfig) -> None:
     check(cfg.train.checkpoint_every_epochs >= 1, "train.checkpoint_every_epochs", "must be >= 1")
     check(all(r >= 1 for r in cfg.eval.resolutions), "eval.resolutions", "must be positive")
     check(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
-    check(cfg.eval.synthetic_identities >= 2, "eval.synthetic_identities", "must be >= 2")
-    check(cfg.eval.synthetic_pairs >= 20 and cfg.eval.synthetic_pairs % 20 == 0, "eval.synthetic_pairs",
-          "must be a multiple of 20 (10 folds of matched + mismatched pairs)")
+    check(all(p in ("zero_shot", "finetune") for p in cfg.eval.scface_protocols), "eval.scface_protocols",
+          "use zero_shot and/or finetune")
+    check(cfg.eval.scface_train_ids >= 1, "eval.scface_train_ids", "must be >= 1")
+    check(cfg.eval.finetune_epochs >= 1, "eval.finetune_epochs", "must be >= 1")
+    check(cfg.eval.finetune_lr > 0, "eval.finetune_lr", "must be > 0")
+    check(cfg.eval.finetune_batch_size >= 2, "eval.finetune_batch_size", "must be >= 2")
     from engine.evaluate import list_benchmarks  # local import: avoids a cycle at import time
 
     known = list_benchmarks()

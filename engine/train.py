@@ -231,15 +231,16 @@ def stop_on_signals(flag: StopFlag):
 
 def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resume: bool = True,
           stop: StopFlag | None = None, dataset: Dataset | None = None,
-          init_backbone: dict[str, Tensor] | None = None) -> TrainResult:
+          init_backbone: dict[str, Tensor] | None = None, single_process: bool = False) -> TrainResult:
     """Train per ``cfg``; checkpoints go to ``run_dir``. Resumes from ``run_dir/checkpoint.pt``.
 
     ``dataset`` replaces the one ``cfg.data`` names (benchmark fine-tuning trains on a split of
-    the benchmark); ``init_backbone`` starts from trained weights instead of a fresh init.
+    the benchmark); ``init_backbone`` starts from trained weights instead of a fresh init;
+    ``single_process`` ignores torchrun's environment (fine-tuning inside rank 0's evaluation).
     """
     reporter = reporter if reporter is not None else Reporter()
     stop = stop if stop is not None else StopFlag()
-    env = dist_env()
+    env = DistEnv() if single_process else dist_env()
     device = select_device(cfg.train.device, env)
     if env.world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

@@ -107,20 +107,24 @@ def run(preset: PresetOpt = None, overrides: SetOpt = None, config_file: ConfigO
         raise typer.Exit(code)
 
 
+# The headline numbers of each benchmark; everything else is in runs.db and `--json`.
+HEADLINE_METRICS = ("acc", "rank1_d1", "rank1_d2", "rank1_d3", "rank1_mean", "rank1", "rank5", "mAP")
+
+
 def _print_results(run_id: int, status: str, results: list[dict[str, Any]]) -> None:
-    """One row per benchmark/metric, one column per resolution (HR first)."""
+    """One row per benchmark/protocol/metric, one column per resolution (native first, then HR down)."""
     resolutions = sorted({r["resolution"] for r in results if r["resolution"] is not None}, reverse=True)
+    columns: list[int | None] = ([None] if any(r["resolution"] is None for r in results) else []) + resolutions
     table = Table(title=f"run {run_id}: {status}", box=None)
-    table.add_column("benchmark / metric")
-    for res in resolutions:
-        table.add_column("HR" if res >= 112 else f"{res} px", justify="right")
-    rows: dict[str, dict[int, float]] = {}
+    table.add_column("benchmark / protocol / metric")
+    for res in columns:
+        table.add_column("native" if res is None else "HR" if res >= 112 else f"{res} px", justify="right")
+    rows: dict[str, dict[int | None, float]] = {}
     for r in results:
-        rows.setdefault(f"{r['benchmark']} {r['metric']}", {})[r["resolution"]] = r["value"]
+        if r["metric"] in HEADLINE_METRICS:
+            rows.setdefault(f"{r['benchmark']} / {r['protocol']} / {r['metric']}", {})[r["resolution"]] = r["value"]
     for label, values in rows.items():
-        if label.endswith(("acc_std", "threshold")):
-            continue
-        table.add_row(label, *(_fmt(values.get(res)) for res in resolutions))
+        table.add_row(label, *(_fmt(values.get(res)) for res in columns))
     out.print(table)
 
 
@@ -130,12 +134,41 @@ def _fmt(value: float | None) -> str:
 
 @data_app.command("add")
 def data_add(name: str, path: Path,
-             fmt: Annotated[str, typer.Option("--format", help="auto | folder | recordio")] = "auto") -> None:
-    """Register a dataset under NAME (presets refer to datasets by name)."""
+             fmt: Annotated[str, typer.Option(
+                 "--format", help="auto | folder | recordio | bin | pairs | scface | tinyface")] = "auto",
+             pairs: Annotated[Path | None, typer.Option(help="pairs file of a 'pairs' tree")] = None) -> None:
+    """Register a dataset under NAME (presets and benchmarks refer to datasets by name)."""
     from engine.catalog import catalog_path, register
 
-    entry = register(name, path, fmt)
+    entry = register(name, path, fmt, pairs=pairs)
     err.print(f"registered {entry.name} -> {entry.path} ({entry.format}) in {catalog_path()}")
+
+
+@data_app.command("check")
+def data_check(name: str, as_json: JsonOpt = False) -> None:
+    """Count identities, images and pairs of a registered dataset; find unreadable or missing files."""
+    from engine.catalog import load_catalog
+    from engine.data.check import check_dataset
+
+    entries = load_catalog()
+    if name not in entries:
+        raise LrfrError(f"dataset {name!r} is not registered (see `lrfr data list`)")
+    with err.status(f"checking {name} ...") as status:
+        report = check_dataset(entries[name], progress=lambda i: status.update(f"checking {name}: {i} images"))
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        table = Table(title=f"{name} ({report.format}) at {report.path}", box=None, show_header=False)
+        for label, value in (("identities", report.identities), ("images", report.images),
+                             ("pairs", report.pairs), ("unreadable images", report.unreadable_count)):
+            if value is not None:
+                table.add_row(label, str(value))
+        out.print(table)
+        for line in report.problems + report.unreadable:
+            out.print(f"  {line}", markup=False, highlight=False)
+        out.print("ok" if report.ok else "problems found")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @data_app.command("list")
@@ -151,6 +184,72 @@ def data_list(as_json: JsonOpt = False) -> None:
     for e in entries.values():
         table.add_row(e.name, e.format, e.path)
     out.print(table)
+
+
+@app.command("eval")
+def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate this run's last checkpoint")] = None,
+          checkpoint: Annotated[Path | None, typer.Option(help="an lrfr checkpoint.pt")] = None,
+          model: Annotated[Path | None, typer.Option(
+              "--model", help="an exported embedding model: TorchScript, torch.export .pt2, or .onnx")] = None,
+          bench: Annotated[list[str] | None, typer.Option("--bench", "-b", help="benchmark (repeatable)")] = None,
+          overrides: SetOpt = None, preset: PresetOpt = None,
+          device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+          db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Evaluate a run, a checkpoint or an exported model on benchmarks; results go to runs.db.
+
+    --run stores the results against that run; --checkpoint and --model create an evaluation-only run.
+    """
+    from engine.config import flatten, resolve, set_value, to_dict, validate
+    from engine.train import load_backbone, select_device
+    from lrfr_tui.progress import ProgressReporter
+    from lrfr_tui.store import Store, db_path, runs_root
+    from lrfr_tui.worker import evaluate_into_run
+
+    if sum(x is not None for x in (run_id, checkpoint, model)) != 1:
+        raise LrfrError("give exactly one of --run ID, --checkpoint PATH or --model PATH")
+    path = db_path(db)
+    store = Store(path, create=run_id is None)
+    torch_device = select_device(device, _main_rank())
+    if run_id is not None:
+        store.get_run(run_id)  # an unknown id is an error before any work
+        checkpoint = runs_root(path) / str(run_id) / "checkpoint.pt"
+        if not checkpoint.exists():
+            raise LrfrError(f"run {run_id} has no checkpoint at {checkpoint}")
+    if model is not None:
+        from engine.evaluate.external import load_external_model
+
+        cfg = resolve(preset)
+        net = load_external_model(model, torch_device)
+        cfg.name = cfg.name or model.name
+    else:
+        net, cfg = load_backbone(checkpoint, torch_device)
+    for text in overrides or []:
+        from engine.config import parse_override
+
+        set_value(cfg, *parse_override(text))
+    if bench:
+        cfg.eval.benchmarks = list(bench)
+    validate(cfg)
+    command = shlex.join(["lrfr", *sys.argv[1:]])
+    owns_run = run_id is None
+    if owns_run:
+        cfg.name = f"eval:{(model or checkpoint).name}"
+        run_id = store.create_run(to_dict(cfg), flatten(cfg), command, status="queued", launcher="eval")
+        err.print(f"evaluation run {run_id} recorded in {path}")
+    with ProgressReporter(err, f"eval run {run_id}", advance_on="evaluate") as progress:
+        progress.start(len(cfg.eval.benchmarks), 0)
+        evaluate_into_run(path, run_id, net, cfg, torch_device, extra=progress, finish_run=owns_run)
+    results = [r for r in store.results(run_id) if r["benchmark"] in cfg.eval.benchmarks]
+    if as_json:
+        print(json.dumps({"run": run_id, "results": results}, indent=2))
+    else:
+        _print_results(run_id, store.get_run(run_id).status, results)
+
+
+def _main_rank():
+    from engine.train import DistEnv
+
+    return DistEnv()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,9 +20,12 @@ from engine.reporting import Reporter
 class ProgressReporter(Reporter):
     """Training steps as a bar with ETA and the live loss; events as dim lines above it."""
 
-    def __init__(self, console: Console, label: str) -> None:
+    def __init__(self, console: Console, label: str, advance_on: str | None = None) -> None:
+        """``advance_on``: count events of this kind as the steps (e.g. one per benchmark evaluated)."""
         self.console = console
         self.label = label
+        self.advance_on = advance_on
+        self.started = 0
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -41,6 +44,8 @@ class ProgressReporter(Reporter):
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.advance_on and self.task is not None and exc[0] is None:
+            self.progress.update(self.task, completed=self.progress.tasks[0].total)
         self.progress.stop()
 
     def start(self, total_steps: int, start_step: int) -> None:
@@ -55,6 +60,11 @@ class ProgressReporter(Reporter):
         self.progress.update(self.task, completed=step, stats=stats)
 
     def event(self, kind: str, message: str, **fields: Any) -> None:
+        if kind == self.advance_on and self.task is not None:
+            # The event announces the start of the next unit: everything before it is done.
+            self.started += 1
+            self.progress.update(self.task, completed=self.started - 1, stats=message)
+            return
         if kind in ("checkpoint", "skipped_images"):
             return
         self.console.print(f"[dim]{message}[/dim]", highlight=False)

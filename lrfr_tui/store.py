@@ -291,8 +291,11 @@ class Store:
                                   [(run_id, b, p, m, r, v, now) for b, p, m, r, v in rows])
 
     def results(self, run_id: int) -> list[dict[str, Any]]:
+        """The latest value of each (benchmark, protocol, metric, resolution): a re-evaluation wins."""
         rows = self.conn.execute(
-            "SELECT benchmark, protocol, metric, resolution, value FROM results WHERE run_id=? "
+            "SELECT benchmark, protocol, metric, resolution, value FROM results WHERE rowid IN ("
+            "  SELECT MAX(rowid) FROM results WHERE run_id=? "
+            "  GROUP BY benchmark, protocol, metric, COALESCE(resolution, -1)) "
             "ORDER BY benchmark, protocol, metric, resolution DESC", (run_id,))
         return [dict(r) for r in rows]
 

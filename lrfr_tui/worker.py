@@ -121,7 +121,7 @@ def execute_run(db: Path, run_id: int, extra: Reporter | None = None, stop=None)
     try:
         result = train(cfg, run_dir, reporter, resume=True, stop=stop)
         if main_rank:
-            run_benchmarks(result.backbone, cfg, result.device, reporter)
+            run_benchmarks(result.backbone, cfg, result.device, reporter, run_dir)
         return finish("finished", EXIT_OK)
     except TrainingInterrupted as exc:
         return finish("killed", EXIT_INTERRUPTED, str(exc))
@@ -134,6 +134,44 @@ def execute_run(db: Path, run_id: int, extra: Reporter | None = None, stop=None)
             log._line(traceback.format_exc())
         finish("failed", EXIT_FAILED, f"{type(exc).__name__}: {exc}")
         raise
+
+
+def evaluate_into_run(db: Path, run_id: int, model, cfg, device, extra: Reporter | None = None,
+                      finish_run: bool = False) -> int:
+    """Evaluate ``model`` on ``cfg.eval.benchmarks`` and store the results against run ``run_id``.
+
+    ``finish_run``: the run is an evaluation-only run that this call owns (mark it running, then
+    finished or failed); otherwise the run keeps its status and only gains result rows.
+    """
+    from engine.evaluate import run_benchmarks
+
+    store = Store(db)
+    run_dir = runs_root(db) / str(run_id)
+    log = LogReporter(run_dir / "eval.log")
+    store_reporter = StoreReporter(store, run_id)
+    reporter = MultiReporter(store_reporter, log, extra)
+    if finish_run:
+        store.mark_started(run_id, run_dir, os.getpid())
+    code, status, reason = EXIT_OK, "finished", None
+    try:
+        run_benchmarks(model, cfg, device, reporter, run_dir)
+    except LrfrError as exc:
+        code, status, reason = EXIT_FAILED, "failed", str(exc)
+        reporter.event("status", f"evaluation failed: {exc}")
+    except BaseException as exc:
+        log._line(traceback.format_exc())
+        if finish_run:
+            store.mark_ended(run_id, "failed", EXIT_FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        store_reporter.flush()
+        log.close()
+    if finish_run:
+        store.mark_ended(run_id, status, code, reason)
+    store.close()
+    if reason:
+        raise LrfrError(reason)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

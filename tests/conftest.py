@@ -37,8 +37,9 @@ MICRO_OVERRIDES = [
     "schedule.milestones=[2]",
     "train.log_every=1",
     "eval.resolutions=[32,8]",
-    "eval.synthetic_identities=20",
-    "eval.synthetic_pairs=40",
+    "eval.standin_size=test",
+    "eval.finetune_epochs=1",
+    "eval.finetune_batch_size=8",
 ]
 
 

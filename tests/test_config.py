@@ -58,6 +58,7 @@ def test_overrides_are_typed():
         ("augment.weights=[1,1]", "needs one weight per resolution"),
         ("optim.lr=-1", "optim.lr=-1.0 is not valid"),
         ("eval.benchmarks=[nope]", "unknown benchmark 'nope'"),
+        ("eval.source=internet", "choose one of: catalog, synthetic"),
         ("noequals", "not of the form key=value"),
     ],
 )

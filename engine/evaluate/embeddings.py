@@ -2,31 +2,65 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from engine.augment import degrade
 
+EmbedFn = Callable[[Tensor], Tensor]  # float N x 3 x H x W in [-1, 1] -> N x D features
+
+
+def as_embed_fn(model: nn.Module | EmbedFn) -> EmbedFn:
+    if isinstance(model, nn.Module):
+        model.eval()
+    return model
+
 
 @torch.no_grad()
-def embed(model: nn.Module, images: Tensor, device: torch.device | str, batch_size: int = 128,
-          resolution: int | None = None, flip_fuse: bool = True) -> np.ndarray:
-    """Embeddings of uint8 N x 3 x H x W ``images``: L2norm(f(x) + f(flip x)).
+def embed_batch(model: EmbedFn, batch: Tensor, resolution: int | Tensor | None = None,
+                flip_fuse: bool = True) -> Tensor:
+    """L2norm(f(x) + f(flip x)) of one uint8 batch already on the model's device."""
+    if resolution is not None:
+        batch = degrade(batch, resolution)
+    x = batch.float().div_(127.5).sub_(1.0)
+    feats = model(x).float()
+    if flip_fuse:
+        feats = feats + model(torch.flip(x, dims=[3])).float()
+    return F.normalize(feats, dim=1)
 
-    ``resolution``: degrade to r x r and back first (None or >= H keeps the HR image).
+
+@torch.no_grad()
+def embed(model: nn.Module | EmbedFn, images: Tensor, device: torch.device | str, batch_size: int = 128,
+          resolution: int | Tensor | None = None, flip_fuse: bool = True) -> np.ndarray:
+    """Embeddings of uint8 N x 3 x H x W ``images`` (float32 N x D, rows of unit length).
+
+    ``resolution``: degrade to r x r and back first - one int, or one r per image (a value >= H
+    keeps that image HR).
     """
-    model.eval()
+    fn = as_embed_fn(model)
     device = torch.device(device)
+    per_image = torch.is_tensor(resolution)
     out = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device)
-        if resolution is not None and resolution < batch.shape[-1]:
-            batch = degrade(batch, resolution)
-        x = batch.float().div_(127.5).sub_(1.0)
-        feats = model(x).float()
-        if flip_fuse:
-            feats = feats + model(torch.flip(x, dims=[3])).float()
-        out.append(F.normalize(feats, dim=1).cpu())
+        r = resolution[start : start + batch_size] if per_image else resolution
+        if r is not None and not per_image and r >= batch.shape[-1]:
+            r = None
+        out.append(embed_batch(fn, batch, r, flip_fuse).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+@torch.no_grad()
+def embed_dataset(model: nn.Module | EmbedFn, dataset: Dataset, device: torch.device | str, batch_size: int = 128,
+                  num_workers: int = 0) -> np.ndarray:
+    """Stream a dataset of (uint8 image, label) through the model: nothing but one batch in memory."""
+    fn = as_embed_fn(model)
+    device = torch.device(device)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    out = [embed_batch(fn, images.to(device)).cpu() for images, _ in loader]
     return torch.cat(out).numpy()

@@ -1,0 +1,314 @@
+"""The LRFR benchmarks: each loads its data (a registered dataset or a synthetic stand-in in the
+same file format), runs its published protocol and reports one result per
+(benchmark, protocol, metric, resolution).
+
+| benchmark  | protocol(s)                                   | metrics                                 |
+| ---------- | --------------------------------------------- | --------------------------------------- |
+| lfw        | insightface 10-fold (+ VAL@FAR, ROC TAR@FAR)  | acc, acc_std, acc_stderr, threshold ... |
+| xqlfw      | XQLFW official (cosine), insightface 10-fold  | acc, threshold                          |
+| scface     | zero_shot (all ids), finetune (DCR split)     | rank1/rank5 per distance d1..d3, mean   |
+| tinyface   | no_finetune, finetune (on Training_Set)       | rank1/5/10/20, mAP                      |
+| lowres_lfw | LFW degraded per resolution (Figure 3a)       | acc per resolution, ssim                |
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from engine.augment import degrade
+from engine.catalog import find_pairs_file, lookup
+from engine.config import RunConfig
+from engine.data.binpack import load_bin
+from engine.data.pairs import VerificationPairs, load_pairs_tree
+from engine.data.scface import SCface, load_scface, split_ids
+from engine.data.standins import materialise_standins
+from engine.data.tinyface import DISTRACTOR_LABEL, tinyface_splits, training_root
+from engine.errors import DatasetError
+from engine.evaluate.embeddings import EmbedFn, embed, embed_dataset
+from engine.evaluate.identification import evaluate_identification
+from engine.evaluate.roc import FAR_TARGETS, roc_curve, tar_at_far
+from engine.evaluate.ssim import ssim
+from engine.evaluate.verification import insightface_verification, squared_l2, xqlfw_verification
+from engine.reporting import Reporter
+
+
+@dataclass
+class EvalContext:
+    """What every benchmark gets: the model, the run's config, where to put files, whom to tell."""
+
+    model: nn.Module | EmbedFn
+    cfg: RunConfig
+    device: torch.device
+    reporter: Reporter
+    run_dir: Path | None = None
+
+    @property
+    def size(self) -> int:
+        return self.cfg.model.input_size
+
+    @property
+    def can_finetune(self) -> bool:
+        """Only the engine's own backbones can be fine-tuned (not TorchScript/ONNX models)."""
+        return isinstance(self.model, nn.Module) and not isinstance(self.model, torch.jit.ScriptModule)
+
+    def embed(self, images: torch.Tensor, resolution=None) -> np.ndarray:
+        return embed(self.model, images, self.device, self.cfg.eval.batch_size, resolution=resolution)
+
+    def report(self, benchmark: str, protocol: str, metrics: dict[str, float], resolution: int | None = None) -> None:
+        for metric, value in metrics.items():
+            self.reporter.result(benchmark, protocol, metric, resolution, float(value))
+
+    def save_json(self, name: str, data: dict) -> None:
+        """Protocol details a result depends on (splits, drawn sizes), kept beside the run."""
+        if self.run_dir is None:
+            return
+        path = Path(self.run_dir) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+        self.reporter.artifact("protocol", path)
+
+
+# ---------------------------------------------------------------- where the data comes from
+
+
+def _source(ctx: EvalContext, name: str) -> tuple[str, Path, Path | None]:
+    """(format, path, pairs file) of a benchmark's data: stand-in or the catalog entry ``name``."""
+    if ctx.cfg.eval.source == "synthetic":
+        from engine.sources import cache_root
+
+        paths = materialise_standins(cache_root(), seed=ctx.cfg.eval.seed, size_preset=ctx.cfg.eval.standin_size)
+        # The LFW benchmark reads the .bin pack, lowres_lfw the tree + pairs.txt: both readers get used.
+        return {
+            "lfw": ("bin", paths["lfw_bin"], None),
+            "lowres_lfw": ("pairs", paths["lfw"], None),
+            "xqlfw": ("pairs", paths["xqlfw"], None),
+            "scface": ("scface", paths["scface"], None),
+            "tinyface": ("tinyface", paths["tinyface"], None),
+        }[name]
+    entry = lookup("lfw" if name == "lowres_lfw" else name)
+    return entry.format, Path(entry.path), Path(entry.pairs) if entry.pairs else None
+
+
+def _load_pairs(ctx: EvalContext, name: str) -> VerificationPairs:
+    fmt, path, pairs = _source(ctx, name)
+    if fmt == "bin":
+        return load_bin(path, size=ctx.size)
+    if fmt == "pairs":
+        pairs = pairs or find_pairs_file(path)
+        if pairs is None:
+            raise DatasetError(f"no pairs file found in {path} for {name}")
+        return load_pairs_tree(path, pairs, size=ctx.size)
+    raise DatasetError(f"{name}: a {fmt!r} dataset cannot be used for verification; register a .bin pack "
+                       f"or an image tree with a pairs file")
+
+
+# ---------------------------------------------------------------- verification
+
+
+def _verification_metrics(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray) -> dict[str, float]:
+    res = insightface_verification(emb1, emb2, issame)
+    metrics = {"acc": res.accuracy, "acc_std": res.std, "acc_stderr": res.stderr, "threshold": res.threshold}
+    if res.val_far is not None:
+        metrics["val@far=1e-3"] = res.val_far.val
+    return metrics
+
+
+def _tar_metrics(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray) -> dict[str, float]:
+    """TAR at each FAR target the pair count can resolve, in both conventions (labelled)."""
+    if issame.all() or not issame.any():
+        return {}
+    similarity = 1.0 - squared_l2(emb1, emb2) / 2  # cosine of unit vectors
+    curve = roc_curve(issame, similarity)
+    negatives = int((~issame).sum())
+    targets = tuple(t for t in FAR_TARGETS if t * negatives >= 1)
+    out = {}
+    for target, tar in tar_at_far(curve.fpr, curve.tpr, targets).items():
+        out[f"tar@far={target:.0e}_nearest"] = tar.nearest_tar
+        out[f"tar@far={target:.0e}_conservative"] = tar.conservative_tar
+    return out
+
+
+def bench_lfw(ctx: EvalContext) -> None:
+    pairs = _load_pairs(ctx, "lfw")
+    emb = ctx.embed(pairs.images)
+    e1, e2 = emb[0::2], emb[1::2]
+    ctx.report("lfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame))
+    ctx.report("lfw", "roc", _tar_metrics(e1, e2, pairs.issame))
+
+
+def bench_xqlfw(ctx: EvalContext) -> None:
+    pairs = _load_pairs(ctx, "xqlfw")
+    emb = ctx.embed(pairs.images)
+    e1, e2 = emb[0::2], emb[1::2]
+    official = xqlfw_verification(e1, e2, pairs.issame)
+    ctx.report("xqlfw", "xqlfw_official", {"acc": official.accuracy, "acc_std": official.std,
+                                           "threshold": official.threshold})
+    ctx.report("xqlfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame))
+
+
+def bench_lowres_lfw(ctx: EvalContext) -> None:
+    """Figure 3a: LFW with the probe side synthesised at each resolution."""
+    pairs = _load_pairs(ctx, "lowres_lfw")
+    mode = ctx.cfg.eval.lowres_mode
+    first, second = pairs.first, pairs.second
+    hr1, hr2 = ctx.embed(first), ctx.embed(second)
+    protocol = f"insightface_10fold_{mode}"
+    if mode == "random":
+        # One draw of a size per image from the configured resolutions, seeded and saved.
+        rng = np.random.default_rng(ctx.cfg.eval.seed)
+        sizes = rng.choice(np.array(ctx.cfg.eval.resolutions), size=(2, pairs.num_pairs))
+        r1, r2 = torch.from_numpy(sizes[0]), torch.from_numpy(sizes[1])
+        e1, e2 = ctx.embed(first, resolution=r1), ctx.embed(second, resolution=r2)
+        ctx.save_json("lowres_lfw_random_sizes.json", {"seed": ctx.cfg.eval.seed, "first": sizes[0].tolist(),
+                                                       "second": sizes[1].tolist()})
+        ctx.report("lowres_lfw", protocol, _verification_metrics(e1, e2, pairs.issame))
+        return
+    for r in ctx.cfg.eval.resolutions:
+        if r >= ctx.size:
+            e1, e2, quality = hr1, hr2, 1.0
+        else:
+            e2 = ctx.embed(second, resolution=r)
+            e1 = ctx.embed(first, resolution=r) if mode == "both" else hr1
+            quality = float(ssim(second, degrade(second, r)).mean())
+        metrics = _verification_metrics(e1, e2, pairs.issame)
+        metrics["ssim"] = quality
+        ctx.report("lowres_lfw", protocol, metrics, resolution=min(r, ctx.size))
+
+
+# ---------------------------------------------------------------- fine-tuning on a benchmark's training split
+
+
+class TensorFaces(Dataset):
+    """(uint8 image, label) items from one tensor; labels are remapped to 0..K-1 for a fresh head."""
+
+    def __init__(self, images: torch.Tensor, labels: np.ndarray) -> None:
+        classes, self.targets = np.unique(np.asarray(labels), return_inverse=True)
+        self.images = images
+        self.num_classes = len(classes)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.images[index], int(self.targets[index])
+
+
+class _EventsOnly(Reporter):
+    """Fine-tuning tells the run what it does, but keeps its loss curve out of the run's series."""
+
+    def __init__(self, parent: Reporter, label: str) -> None:
+        self.parent, self.label = parent, label
+
+    def event(self, kind: str, message: str, **fields) -> None:
+        if kind != "checkpoint":
+            self.parent.event(kind, f"{self.label}: {message}", **fields)
+
+
+def finetune(ctx: EvalContext, dataset: Dataset, label: str) -> nn.Module:
+    """A real training run of the engine's trainer on ``dataset``, starting from the evaluated weights."""
+    from engine.train import train
+
+    e = ctx.cfg.eval
+    cfg = copy.deepcopy(ctx.cfg)
+    cfg.optim.lr = e.finetune_lr
+    cfg.optim.batch_size = max(2, min(e.finetune_batch_size, len(dataset)))
+    cfg.schedule.epochs = e.finetune_epochs
+    cfg.schedule.milestones = []
+    cfg.schedule.warmup_epochs = 0.0
+    cfg.schedule.max_steps = 0
+    cfg.data.num_workers = 0
+    cfg.train.log_every = 10**9
+    run_dir = Path(ctx.run_dir) / f"finetune-{label}" if ctx.run_dir else None
+    if run_dir is None:
+        import tempfile
+
+        run_dir = Path(tempfile.mkdtemp(prefix=f"lrfr-finetune-{label}-"))
+    ctx.reporter.event("finetune", f"fine-tuning on {label}: {len(dataset)} images, "
+                                   f"{dataset.num_classes} identities, {e.finetune_epochs} epochs")
+    result = train(cfg, run_dir, _EventsOnly(ctx.reporter, label), resume=False, dataset=dataset,
+                   init_backbone=ctx.model.state_dict(), single_process=True)
+    return result.backbone.to(ctx.device).eval()
+
+
+# ---------------------------------------------------------------- identification
+
+
+def _scface_protocol(ctx: EvalContext, data: SCface, protocol: str, model=None) -> None:
+    model = model if model is not None else ctx.model
+    gallery = embed(model, data.gallery_images, ctx.device, ctx.cfg.eval.batch_size)
+    rank1, rank5 = [], []
+    for distance in sorted(data.probes):
+        probes = data.probes[distance]
+        emb = embed(model, probes.images, ctx.device, ctx.cfg.eval.batch_size)
+        res = evaluate_identification(emb, probes.ids, gallery, data.gallery_ids, ranks=(1, 5))
+        rank1.append(res.cmc[1])
+        rank5.append(res.cmc[5])
+        ctx.report("scface", protocol, {f"rank1_d{distance}": res.cmc[1], f"rank5_d{distance}": res.cmc[5]})
+    ctx.report("scface", protocol, {"rank1_mean": float(np.mean(rank1)), "rank5_mean": float(np.mean(rank5))})
+
+
+def bench_scface(ctx: EvalContext) -> None:
+    _, root, _ = _source(ctx, "scface")
+    expected = None if ctx.cfg.eval.source == "synthetic" else 130
+    data = load_scface(root, size=ctx.size, expected_subjects=expected)
+    protocols = ctx.cfg.eval.scface_protocols
+    if "zero_shot" in protocols:
+        _scface_protocol(ctx, data, "zero_shot")
+    if "finetune" in protocols:
+        if not ctx.can_finetune:
+            ctx.reporter.event("skip", "scface finetune protocol needs an lrfr checkpoint, not an exported model")
+            return
+        subjects = data.subjects
+        # The DCR split is 50 of 130 ids; a smaller (synthetic) set keeps the same proportion.
+        n_train = min(ctx.cfg.eval.scface_train_ids, max(1, round(len(subjects) * 50 / 130)))
+        train_ids, test_ids = split_ids(subjects, n_train=n_train, seed=ctx.cfg.eval.seed)
+        ctx.save_json("scface_split.json", {"seed": ctx.cfg.eval.seed, "train_ids": train_ids.tolist(),
+                                            "test_ids": test_ids.tolist()})
+        train_part = data.select(train_ids)
+        images = torch.cat([train_part.gallery_images, *(p.images for p in train_part.probes.values())])
+        labels = np.concatenate([train_part.gallery_ids, *(p.ids for p in train_part.probes.values())])
+        tuned = finetune(ctx, TensorFaces(images, labels), "scface")
+        _scface_protocol(ctx, data.select(test_ids), "finetune", model=tuned)
+
+
+def _tinyface_protocol(ctx: EvalContext, root: Path, protocol: str, model) -> None:
+    splits = tinyface_splits(root, size=ctx.size)
+    emb = {k: embed_dataset(model, s, ctx.device, ctx.cfg.eval.batch_size) for k, s in splits.items()}
+    gallery = np.concatenate([emb["match"], emb["distractor"]])
+    gallery_labels = np.concatenate([splits["match"].labels, splits["distractor"].labels])
+    res = evaluate_identification(emb["probe"], splits["probe"].labels, gallery, gallery_labels,
+                                  ranks=(1, 5, 10, 20), distractor_label=DISTRACTOR_LABEL)
+    metrics = {f"rank{k}": v for k, v in res.cmc.items()}
+    metrics["mAP"] = res.mean_ap
+    ctx.report("tinyface", protocol, metrics)
+
+
+def bench_tinyface(ctx: EvalContext) -> None:
+    _, root, _ = _source(ctx, "tinyface")
+    _tinyface_protocol(ctx, root, "no_finetune", ctx.model)
+    if ctx.cfg.eval.tinyface_finetune:
+        if not ctx.can_finetune:
+            ctx.reporter.event("skip", "tinyface finetune needs an lrfr checkpoint, not an exported model")
+            return
+        from engine.data import ImageFolderDataset
+
+        tuned = finetune(ctx, ImageFolderDataset(training_root(root), size=ctx.size), "tinyface")
+        _tinyface_protocol(ctx, root, "finetune", tuned)
+
+
+BENCHMARKS: dict[str, Callable[[EvalContext], None]] = {
+    "lfw": bench_lfw,
+    "xqlfw": bench_xqlfw,
+    "scface": bench_scface,
+    "tinyface": bench_tinyface,
+    "lowres_lfw": bench_lowres_lfw,
+}
