@@ -116,3 +116,33 @@ def test_registered_real_format_datasets_are_used(micro_config, micro_model):
     for key in [("lfw", "insightface_10fold", "acc", None), ("xqlfw", "xqlfw_official", "acc", None)]:
         assert rec.rows[key] == synthetic.rows[key]
     assert np.isfinite(list(rec.rows.values())).all()
+
+
+def test_exported_programs_evaluate_like_the_module(micro_config, micro_model, tmp_path):
+    """torch.export (.pt2) and TorchScript files give the embeddings the module gives."""
+    from engine.evaluate.external import load_external_model
+
+    x = torch.zeros(2, 3, 32, 32)
+    batch = torch.export.Dim("batch", min=1, max=4096)  # exported programs need a dynamic batch dimension
+    exported = torch.export.export(micro_model, (x,), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(exported, str(tmp_path / "m.pt2"))
+    torch.jit.script(micro_model).save(str(tmp_path / "m.ts"))
+    micro_config.eval.benchmarks = ["lfw"]
+    reference = Results()
+    run_benchmarks(micro_model, micro_config, "cpu", reference)
+    for name in ("m.pt2", "m.ts"):
+        rec = Results()
+        run_benchmarks(load_external_model(tmp_path / name), micro_config, "cpu", rec)
+        key = ("lfw", "insightface_10fold", "acc", None)
+        assert rec.rows[key] == pytest.approx(reference.rows[key], abs=1e-6), name
+
+
+def test_external_model_errors(tmp_path):
+    from engine.errors import LrfrError
+    from engine.evaluate.external import load_external_model
+
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(LrfrError, match="cannot load"):
+        load_external_model(tmp_path / "junk.pt")
+    with pytest.raises(LrfrError, match="does not exist"):
+        load_external_model(tmp_path / "nope.pt2")

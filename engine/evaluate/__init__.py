@@ -25,10 +25,11 @@ def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: 
                    run_dir: Path | None = None) -> None:
     """``model``: an engine backbone (nn.Module) or any callable float N x 3 x S x S -> N x D."""
     from engine.evaluate.benchmarks import BENCHMARKS, EvalContext
+    from engine.evaluate.embeddings import as_embed_fn
 
     device = torch.device(device)
     if isinstance(model, torch.nn.Module):
-        model = model.to(device).eval()
+        model = as_embed_fn(model.to(device))
     ctx = EvalContext(model, cfg, device, reporter, run_dir)
     for name in cfg.eval.benchmarks:
         reporter.event("evaluate", f"evaluating {name}", benchmark=name)

@@ -58,7 +58,7 @@ class EvalContext:
     @property
     def can_finetune(self) -> bool:
         """Only the engine's own backbones can be fine-tuned (not TorchScript/ONNX models)."""
-        return isinstance(self.model, nn.Module) and not isinstance(self.model, torch.jit.ScriptModule)
+        return isinstance(self.model, nn.Module) and hasattr(self.model, "forward_features")
 
     def embed(self, images: torch.Tensor, resolution=None) -> np.ndarray:
         return embed(self.model, images, self.device, self.cfg.eval.batch_size, resolution=resolution)

@@ -2,7 +2,9 @@
 
 Accepted: TorchScript (``torch.jit.save``), ``torch.export`` programs (``.pt2``) and, with the
 ``onnx`` extra installed, ONNX files. Each must take a float batch N x 3 x S x S in [-1, 1] and
-return N x D embeddings.
+return N x D embeddings. Export with a dynamic batch dimension
+(``torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})``):
+evaluation batches vary in size.
 """
 
 from __future__ import annotations
