@@ -121,6 +121,20 @@ class EvalConfig:
 
 
 @dataclass
+class LaunchConfig:
+    """How the experiment manager starts the run (ignored by a plain ``engine.train.train`` call)."""
+
+    # GPUs the run asks for; 0 = CPU. More than 1 starts torchrun with one process per GPU (DDP).
+    gpus: int = 1
+    # "local": a process on this machine; "slurm": a Slurm job (through submitit).
+    launcher: str = "local"
+    slurm_partition: str = ""
+    slurm_time_min: int = 0  # 0 = the partition's default limit
+    slurm_cpus_per_task: int = 8
+    slurm_mem_gb: int = 0  # 0 = the partition's default
+
+
+@dataclass
 class RunConfig:
     name: str = ""
     preset: str = ""
@@ -133,9 +147,10 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
 
-SECTIONS = ("model", "data", "augment", "loss", "optim", "schedule", "train", "eval")
+SECTIONS = ("model", "data", "augment", "loss", "optim", "schedule", "train", "eval", "launch")
 TOP_LEVEL = ("name", "preset", "description")
 
 # Allowed values of the string options that select behaviour.
@@ -148,6 +163,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.source": ("catalog", "synthetic"),
     "eval.standin_size": ("tiny", "test"),
     "eval.lowres_mode": ("second", "both", "random"),
+    "launch.launcher": ("local", "slurm"),
 }
 
 
@@ -348,6 +364,10 @@ def validate(cfg: RunConfig) -> None:
     check(cfg.eval.finetune_epochs >= 1, "eval.finetune_epochs", "must be >= 1")
     check(cfg.eval.finetune_lr > 0, "eval.finetune_lr", "must be > 0")
     check(cfg.eval.finetune_batch_size >= 2, "eval.finetune_batch_size", "must be >= 2")
+    check(cfg.launch.gpus >= 0, "launch.gpus", "must be >= 0 (0 = CPU)")
+    check(cfg.launch.slurm_time_min >= 0, "launch.slurm_time_min", "must be >= 0 (0 = partition default)")
+    check(cfg.launch.slurm_cpus_per_task >= 1, "launch.slurm_cpus_per_task", "must be >= 1")
+    check(cfg.launch.slurm_mem_gb >= 0, "launch.slurm_mem_gb", "must be >= 0")
     from engine.evaluate import list_benchmarks  # local import: avoids a cycle at import time
 
     known = list_benchmarks()

@@ -75,12 +75,12 @@ def config(preset: PresetOpt = None, overrides: SetOpt = None, config_file: Conf
 @app.command()
 def run(preset: PresetOpt = None, overrides: SetOpt = None, config_file: ConfigOpt = None,
         name: Annotated[str | None, typer.Option(help="run name (default: the preset)")] = None,
+        queue: Annotated[bool, typer.Option("--queue", help="add to the queue instead of running now")] = False,
+        group: Annotated[str | None, typer.Option(help="put the run in a named group")] = None,
         db: DbOpt = None, as_json: JsonOpt = False) -> None:
-    """Train (and evaluate) one run in the foreground, recording it in runs.db."""
+    """Train (and evaluate) one run in the foreground, or --queue it for `lrfr worker` / the TUI."""
     from engine.config import flatten, to_dict
-    from lrfr_tui.progress import ProgressReporter
     from lrfr_tui.store import Store, db_path
-    from lrfr_tui.worker import execute_run
 
     cfg = _resolve(preset, overrides, config_file)
     if name:
@@ -92,8 +92,22 @@ def run(preset: PresetOpt = None, overrides: SetOpt = None, config_file: ConfigO
     path = db_path(db)
     store = Store(path)
     command = shlex.join(["lrfr", *sys.argv[1:]])
-    run_id = store.create_run(to_dict(cfg), flatten(cfg), command)
+    launcher = cfg.launch.launcher if queue else "foreground"
+    run_id = store.create_run(to_dict(cfg), flatten(cfg), command, launcher=launcher, group=group)
+    if queue:
+        if as_json:
+            print(json.dumps({"run": run_id, "status": "queued"}))
+        err.print(f"run {run_id} ({cfg.name}) queued in {path}; `lrfr worker` drains the queue")
+        return
     err.print(f"run {run_id} ({cfg.name}) recorded in {path}")
+    run_in_foreground(store, path, run_id, as_json)
+
+
+def run_in_foreground(store, path: Path, run_id: int, as_json: bool) -> None:
+    """Execute a recorded run in this process with a progress bar, then print its results."""
+    from lrfr_tui.progress import ProgressReporter
+    from lrfr_tui.worker import execute_run
+
     with ProgressReporter(err, f"run {run_id}") as progress:
         code = execute_run(path, run_id, extra=progress)
     record = store.get_run(run_id)
@@ -267,6 +281,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 
+
+from lrfr_tui import cli_manage as _cli_manage  # noqa: E402 - the commands register on `app`
+
+_cli_manage.register(app)
 
 if __name__ == "__main__":
     main()

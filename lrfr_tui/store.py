@@ -19,89 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LrfrError
+from lrfr_tui.migrations import SCHEMA_VERSION, migrate
 
-SCHEMA_VERSION = 1
 DEFAULT_DB = "runs.db"
 STATUSES = ("queued", "running", "finished", "failed", "killed")
+FINAL_STATUSES = ("finished", "failed", "killed")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    preset TEXT,
-    status TEXT NOT NULL,
-    created REAL NOT NULL,
-    started REAL,
-    ended REAL,
-    exit_code INTEGER,
-    failure_reason TEXT,
-    host TEXT,
-    git_commit TEXT,
-    command TEXT,
-    launcher TEXT,
-    gpus TEXT,
-    pid INTEGER,
-    job_id TEXT,
-    heartbeat REAL,
-    parent_id INTEGER REFERENCES runs(id),
-    run_dir TEXT,
-    step INTEGER NOT NULL DEFAULT 0,
-    total_steps INTEGER,
-    config TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS params (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    key TEXT NOT NULL,
-    value TEXT,
-    PRIMARY KEY (run_id, key)
-);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    key TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    value REAL,
-    -- SQLite has no NaN: 'nan', 'inf', '-inf' are kept here so they are stored faithfully.
-    special TEXT,
-    wall REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS metrics_run_key_step ON metrics(run_id, key, step);
-CREATE TABLE IF NOT EXISTS results (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    benchmark TEXT NOT NULL,
-    protocol TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    resolution INTEGER,
-    value REAL,
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_run ON results(run_id, benchmark);
-CREATE TABLE IF NOT EXISTS events (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    kind TEXT NOT NULL,
-    message TEXT NOT NULL,
-    data TEXT,
-    wall REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS artifacts (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    kind TEXT NOT NULL,
-    path TEXT NOT NULL,
-    wall REAL NOT NULL,
-    PRIMARY KEY (run_id, kind, path)
-);
-CREATE TABLE IF NOT EXISTS tags (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    tag TEXT NOT NULL,
-    PRIMARY KEY (run_id, tag)
-);
-CREATE TABLE IF NOT EXISTS notes (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    text TEXT NOT NULL,
-    wall REAL NOT NULL
-);
-"""
 
 
 class StoreError(LrfrError):
@@ -163,6 +86,18 @@ class Run:
     parent_id: int | None = None
     pid: int | None = None
     heartbeat: float | None = None
+    launcher: str | None = None
+    job_id: str | None = None
+    gpus: list[int] | None = None  # physical GPU indices the scheduler gave the run
+    gpus_requested: int = 0
+    group_name: str | None = None
+    log_path: str | None = None
+    queue_pos: float | None = None
+    deleted: bool = False
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
 
 
 class Store:
@@ -186,14 +121,13 @@ class Store:
 
     def _init_schema(self) -> None:
         version = self._schema_version()
-        if version is None:
-            with self.transaction():
-                for statement in _statements(SCHEMA):
-                    self.conn.execute(statement)
-                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif version > SCHEMA_VERSION:
+        if version is not None and version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer lrfr (schema {version}, this lrfr "
                              f"knows {SCHEMA_VERSION}); upgrade lrfr to open it")
+        if version != SCHEMA_VERSION:
+            # One transaction: a failed upgrade leaves the old schema and every run as they were.
+            with self.transaction():
+                migrate(self.conn, version or 0)
 
     def _schema_version(self) -> int | None:
         has_meta = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
@@ -211,15 +145,19 @@ class Store:
     # ------------------------------------------------------------ runs
 
     def create_run(self, config: dict[str, Any], flat_params: dict[str, Any], command: str,
-                   status: str = "queued", parent_id: int | None = None, launcher: str = "local") -> int:
+                   status: str = "queued", parent_id: int | None = None, launcher: str = "local",
+                   group: str | None = None) -> int:
         now = time.time()
+        launch = config.get("launch", {})
         with self.transaction():
             cur = self.conn.execute(
                 "INSERT INTO runs (name, preset, status, created, host, git_commit, command, launcher, "
-                "parent_id, config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "parent_id, config, group_name, gpus_requested, queue_pos) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "  (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM runs))",
                 (config.get("name") or config.get("preset") or "run", config.get("preset") or None, status, now,
-                 socket.gethostname(), git_commit(), command, launcher, parent_id,
-                 json.dumps(config, sort_keys=True)),
+                 socket.gethostname(), git_commit(), command, launch.get("launcher", launcher) if launcher == "local"
+                 else launcher, parent_id, json.dumps(config, sort_keys=True), group, int(launch.get("gpus", 0))),
             )
             run_id = int(cur.lastrowid)
             self.conn.executemany("INSERT INTO params VALUES (?, ?, ?)",
@@ -236,7 +174,10 @@ class Store:
             failure_reason=row["failure_reason"], host=row["host"], git_commit=row["git_commit"],
             command=row["command"], step=row["step"], total_steps=row["total_steps"], run_dir=row["run_dir"],
             config=json.loads(row["config"]), parent_id=row["parent_id"], pid=row["pid"],
-            heartbeat=row["heartbeat"],
+            heartbeat=row["heartbeat"], launcher=row["launcher"], job_id=row["job_id"],
+            gpus=json.loads(row["gpus"]) if row["gpus"] else None, gpus_requested=row["gpus_requested"],
+            group_name=row["group_name"], log_path=row["log_path"], queue_pos=row["queue_pos"],
+            deleted=bool(row["deleted"]),
         )
 
     def list_runs(self, include_deleted: bool = False) -> list[Run]:
@@ -244,13 +185,64 @@ class Store:
         ids = [r[0] for r in self.conn.execute(f"SELECT id FROM runs {where} ORDER BY id")]
         return [self.get_run(i) for i in ids]
 
-    def mark_started(self, run_id: int, run_dir: Path, pid: int) -> None:
+    def mark_started(self, run_id: int, run_dir: Path, pid: int | None) -> None:
+        """The worker is up. ``pid`` None keeps the pid the scheduler recorded (its process group)."""
         now = time.time()
         self.conn.execute(
-            "UPDATE runs SET status='running', started=COALESCE(started, ?), run_dir=?, pid=?, heartbeat=?, "
-            "ended=NULL, exit_code=NULL, failure_reason=NULL WHERE id=?",
+            "UPDATE runs SET status='running', started=COALESCE(started, ?), run_dir=?, pid=COALESCE(?, pid), "
+            "heartbeat=?, ended=NULL, exit_code=NULL, failure_reason=NULL WHERE id=?",
             (now, str(run_dir), pid, now, run_id),
         )
+
+    def heartbeat(self, run_id: int) -> None:
+        self.conn.execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
+
+    # ------------------------------------------------------------ the queue
+
+    def runs_with_status(self, *statuses: str) -> list[Run]:
+        marks = ",".join("?" * len(statuses))
+        ids = [r[0] for r in self.conn.execute(
+            f"SELECT id FROM runs WHERE status IN ({marks}) AND deleted=0 ORDER BY queue_pos, id", statuses)]
+        return [self.get_run(i) for i in ids]
+
+    def claim(self, run_id: int, scheduler: str, gpus: list[int], launcher: str, log_path: Path,
+              run_dir: Path) -> bool:
+        """queued -> running, atomically: False if another scheduler (or a kill) got there first."""
+        cur = self.conn.execute(
+            "UPDATE runs SET status='running', scheduler=?, gpus=?, launcher=?, log_path=?, run_dir=?, "
+            "heartbeat=?, started=COALESCE(started, ?), ended=NULL, exit_code=NULL, failure_reason=NULL "
+            "WHERE id=? AND status='queued'",
+            (scheduler, json.dumps(gpus), launcher, str(log_path), str(run_dir), time.time(), time.time(), run_id),
+        )
+        return cur.rowcount == 1
+
+    def set_handle(self, run_id: int, pid: int | None, job_id: str | None) -> None:
+        self.conn.execute("UPDATE runs SET pid=?, job_id=? WHERE id=?", (pid, job_id, run_id))
+
+    def requeue(self, run_id: int) -> None:
+        """Put a stopped run back at the end of the queue (resume keeps its directory and checkpoint)."""
+        self.conn.execute(
+            "UPDATE runs SET status='queued', ended=NULL, exit_code=NULL, failure_reason=NULL, pid=NULL, "
+            "job_id=NULL, gpus=NULL, queue_pos=(SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM runs) WHERE id=?",
+            (run_id,))
+
+    def move_in_queue(self, run_id: int, position: int) -> None:
+        """Put a queued run at 1-based ``position`` among the queued runs."""
+        queued = [r.id for r in self.runs_with_status("queued")]
+        if run_id not in queued:
+            raise StoreError(f"run {run_id} is not queued")
+        queued.remove(run_id)
+        queued.insert(max(0, min(position - 1, len(queued))), run_id)
+        with self.transaction():
+            self.conn.executemany("UPDATE runs SET queue_pos=? WHERE id=?",
+                                  [(i + 1, rid) for i, rid in enumerate(queued)])
+
+    def fail_if_running(self, run_id: int, reason: str, exit_code: int = 1) -> bool:
+        """Mark a run whose process vanished as failed - unless it reported an end meanwhile."""
+        cur = self.conn.execute(
+            "UPDATE runs SET status='failed', ended=?, exit_code=?, failure_reason=? WHERE id=? AND status='running'",
+            (time.time(), exit_code, reason, run_id))
+        return cur.rowcount == 1
 
     def mark_progress(self, run_id: int, step: int, total_steps: int | None = None) -> None:
         self.conn.execute(
@@ -258,7 +250,7 @@ class Store:
             (step, total_steps, time.time(), run_id),
         )
 
-    def mark_ended(self, run_id: int, status: str, exit_code: int, reason: str | None = None) -> None:
+    def mark_ended(self, run_id: int, status: str, exit_code: int | None, reason: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status}")
         self.conn.execute(
@@ -309,11 +301,6 @@ class Store:
 
     def artifacts(self, run_id: int) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT kind, path FROM artifacts WHERE run_id=?", (run_id,))]
-
-
-def _statements(script: str) -> list[str]:
-    """Split the schema script (no semicolons inside statements)."""
-    return [s.strip() for s in script.split(";") if s.strip()]
 
 
 class _Transaction:

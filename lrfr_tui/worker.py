@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -22,6 +23,34 @@ from engine.reporting import MultiReporter, Reporter
 from lrfr_tui.store import Store, runs_root
 
 EXIT_OK, EXIT_FAILED, EXIT_DIVERGED = 0, 1, 2
+# Set by the launchers: the run was started by a scheduler, which tracks its process itself.
+SCHEDULED_ENV = "LRFR_SCHEDULED"
+HEARTBEAT_S = 15.0
+
+
+class Heartbeat:
+    """Beats runs.heartbeat from a thread, so data generation or a long evaluation is not 'dead'."""
+
+    def __init__(self, db: Path, run_id: int, every_s: float = HEARTBEAT_S) -> None:
+        self.db, self.run_id, self.every_s = db, run_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{run_id}")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        store = Store(self.db)  # a connection of its own: sqlite connections stay in their thread
+        try:
+            while not self._stop.wait(self.every_s):
+                store.heartbeat(self.run_id)
+        except LrfrError:
+            pass  # the database went away: the run's own writes will report that
+        finally:
+            store.close()
 
 
 class StoreReporter(Reporter):
@@ -105,12 +134,16 @@ def execute_run(db: Path, run_id: int, extra: Reporter | None = None, stop=None)
     log = LogReporter(run_dir / "train.log") if main_rank else None
     store_reporter = StoreReporter(store, run_id) if main_rank else None
     reporter = MultiReporter(store_reporter, log, extra) if main_rank else Reporter()
+    heartbeat = Heartbeat(db, run_id) if main_rank else None
     if main_rank:
-        store.mark_started(run_id, run_dir, os.getpid())
+        # A scheduler recorded the launched process (group) already; a foreground run is this process.
+        store.mark_started(run_id, run_dir, None if os.environ.get(SCHEDULED_ENV) else os.getpid())
         store.add_artifact(run_id, "log", run_dir / "train.log")
+        heartbeat.start()
 
     def finish(status: str, code: int, reason: str | None = None) -> int:
         if main_rank:
+            heartbeat.stop()
             store_reporter.flush()
             store.mark_ended(run_id, status, code, reason)
             reporter.event("status", f"run {run_id} {status}" + (f": {reason}" if reason else ""))
@@ -176,7 +209,8 @@ def evaluate_into_run(db: Path, run_id: int, model, cfg, device, extra: Reporter
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lrfr_tui.worker", description=__doc__)
-    parser.add_argument("--run", type=int, required=True, help="run id in runs.db")
+    # --run-id, not --run: under torchrun, "--run" is taken for an abbreviation of its --run-path.
+    parser.add_argument("--run-id", "--run", dest="run", type=int, required=True, help="run id in runs.db")
     parser.add_argument("--db", default=None, help="runs database (default $LRFR_DB or ./runs.db)")
     args = parser.parse_args(argv)
     from lrfr_tui.store import db_path

@@ -1,0 +1,133 @@
+"""Run workers on this machine: a plain process, or torchrun for a multi-GPU (DDP) run.
+
+Each worker gets its own process group (so a kill reaches torchrun's children too and a Ctrl-C
+in the scheduler's terminal does not), ``CUDA_VISIBLE_DEVICES`` for its GPUs, and its output in
+``runs/<id>/train.log``. Arguments are passed as lists, never through a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from engine.errors import LrfrError
+from lrfr_tui.launchers.base import Handle, Launcher, LaunchRequest
+
+
+def worker_env(request: LaunchRequest) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the same numbering as nvidia-smi
+    # An empty CUDA_VISIBLE_DEVICES hides every GPU: a CPU run must not take one by accident.
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in request.gpus)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["LRFR_SCHEDULED"] = "1"  # the worker keeps the pid recorded here (the process group leader)
+    return env
+
+
+def pid_is_worker(pid: int, run_id: int, marker: str = "lrfr_tui.worker") -> bool:
+    """Is ``pid`` alive, not a zombie, and running this run (not a recycled pid)?
+
+    ``marker`` must appear in its command line: the worker module for launched runs, ``lrfr``
+    for a foreground ``lrfr run`` (whose pid is the CLI process).
+    """
+    proc = Path(f"/proc/{pid}")
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
+        return False
+    if state in ("Z", "X"):
+        return False
+    args = [a.decode(errors="replace") for a in cmdline]
+    if marker == "lrfr_tui.worker":
+        return marker in args and str(run_id) in args
+    return any(marker in a for a in args)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class LocalLauncher(Launcher):
+    """One worker process; ``torchrun --standalone`` with one process per GPU when a run asks for >1."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._children: dict[int, subprocess.Popen] = {}
+
+    def command(self, request: LaunchRequest) -> list[str]:
+        nproc = len(request.gpus)
+        if nproc > 1:
+            return [request.python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                    *request.worker_args()]
+        return [request.python, *request.worker_args()]
+
+    def start(self, request: LaunchRequest) -> Handle:
+        request.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if len(request.gpus) > 1 and shutil.which(request.python) is None and not Path(request.python).exists():
+            raise LrfrError(f"cannot start torchrun: {request.python} not found")
+        with request.log_path.open("ab") as log:
+            try:
+                child = subprocess.Popen(self.command(request), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=worker_env(request),
+                                         start_new_session=True, cwd=request.db.parent)
+            except OSError as exc:
+                raise LrfrError(f"cannot start run {request.run_id}: {exc}") from None
+        self._children[child.pid] = child
+        return Handle(self.name if len(request.gpus) <= 1 else "torchrun", pid=child.pid)
+
+    def is_alive(self, handle: Handle, run_id: int) -> bool:
+        if handle.pid is None:
+            return False
+        child = self._children.get(handle.pid)
+        if child is not None:
+            # Our own child: poll() also reaps it, so it never lingers as a zombie.
+            if child.poll() is None:
+                return True
+            del self._children[handle.pid]
+            return False
+        # Adopted from an earlier scheduler: look at the process itself (and its group, for torchrun).
+        return pid_is_worker(handle.pid, run_id) or (handle.launcher == "torchrun" and _group_alive(handle.pid))
+
+    def stop(self, handle: Handle, run_id: int, grace_s: float = 60.0) -> None:
+        if handle.pid is None:
+            return
+        try:
+            os.killpg(handle.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        # The trainer checkpoints on SIGTERM; force the group only if it has not exited in time.
+        threading.Thread(target=self._force_after, args=(handle, run_id, grace_s), daemon=True).start()
+
+    def _force_after(self, handle: Handle, run_id: int, grace_s: float) -> None:
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not self.is_alive(handle, run_id) and not _group_alive(handle.pid):
+                return
+            time.sleep(0.2)
+        try:
+            os.killpg(handle.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, handle: Handle, timeout: float | None = None) -> int | None:
+        """Exit code of a child this launcher started (None if not ours or still running)."""
+        child = self._children.get(handle.pid) if handle.pid else None
+        if child is None:
+            return None
+        try:
+            return child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None

@@ -1,0 +1,127 @@
+"""runs.db schema versions and the migrations between them.
+
+A fresh database is created by applying every migration from version 0, so the upgrade path
+from the first release is exercised every time a database is made. Add a migration, never edit
+one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+# The schema of the first release (lrfr 0.1): runs, params, metrics, results, events, artifacts, tags, notes.
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    preset TEXT,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    ended REAL,
+    exit_code INTEGER,
+    failure_reason TEXT,
+    host TEXT,
+    git_commit TEXT,
+    command TEXT,
+    launcher TEXT,
+    gpus TEXT,
+    pid INTEGER,
+    job_id TEXT,
+    heartbeat REAL,
+    parent_id INTEGER REFERENCES runs(id),
+    run_dir TEXT,
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER,
+    config TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS params (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    key TEXT NOT NULL,
+    value TEXT,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    key TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    value REAL,
+    -- SQLite has no NaN: 'nan', 'inf', '-inf' are kept here so they are stored faithfully.
+    special TEXT,
+    wall REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_run_key_step ON metrics(run_id, key, step);
+CREATE TABLE IF NOT EXISTS results (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    benchmark TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    resolution INTEGER,
+    value REAL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_run ON results(run_id, benchmark);
+CREATE TABLE IF NOT EXISTS events (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT,
+    wall REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    wall REAL NOT NULL,
+    PRIMARY KEY (run_id, kind, path)
+);
+CREATE TABLE IF NOT EXISTS tags (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    tag TEXT NOT NULL,
+    PRIMARY KEY (run_id, tag)
+);
+CREATE TABLE IF NOT EXISTS notes (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    text TEXT NOT NULL,
+    wall REAL NOT NULL
+);
+"""
+
+
+def _statements(script: str) -> list[str]:
+    """Split a schema script (no semicolons inside statements or comments)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _to_v1(conn: sqlite3.Connection) -> None:
+    for statement in _statements(SCHEMA_V1):
+        conn.execute(statement)
+
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    """The experiment manager: queue order, GPU requests, groups (sweeps, ablations), log path."""
+    for statement in (
+        "ALTER TABLE runs ADD COLUMN group_name TEXT",
+        "ALTER TABLE runs ADD COLUMN gpus_requested INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN queue_pos REAL",
+        "ALTER TABLE runs ADD COLUMN log_path TEXT",
+        "ALTER TABLE runs ADD COLUMN scheduler TEXT",
+        "UPDATE runs SET queue_pos = id WHERE status = 'queued'",
+        "CREATE INDEX IF NOT EXISTS runs_status ON runs(status, queue_pos)",
+        "CREATE INDEX IF NOT EXISTS runs_group ON runs(group_name)",
+    ):
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, from_version: int) -> None:
+    """Apply migrations ``from_version + 1 .. SCHEMA_VERSION`` (inside the caller's transaction)."""
+    for version in range(from_version, SCHEMA_VERSION):
+        MIGRATIONS[version](conn)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

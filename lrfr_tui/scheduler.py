@@ -1,0 +1,282 @@
+"""The queue: start queued runs when their GPUs are free, and notice runs that died.
+
+One pass (``Scheduler.step``) does two things:
+
+1. reconcile: every ``running`` run whose process (or Slurm job) is gone without having reported
+   an end is marked ``failed`` with its log tail; so is one on another host whose heartbeat is
+   stale. Runs whose process lives are left alone - including those a previous scheduler (or a
+   TUI that was closed) started: restarting the scheduler adopts them.
+2. launch: queued runs, in queue order, go to the GPUs that no run of ours holds and whose memory
+   use is under a threshold; a run that asks for more GPUs than are free waits while smaller
+   runs behind it may start. A machine with no GPU runs one run at a time on the CPU. Slurm runs
+   are submitted at once (Slurm does the allocation).
+
+Only one scheduler drives a database at a time (a lock file beside it), and claiming a run is an
+atomic ``queued -> running`` update, so nothing is launched twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import LaunchConfig
+from engine.errors import LrfrError
+from lrfr_tui.gpus import GpuDiscovery, discover_gpus
+from lrfr_tui.launchers import Handle, Launcher, LaunchRequest, LocalLauncher
+from lrfr_tui.launchers.local import pid_is_worker
+from lrfr_tui.store import Run, Store, runs_root
+
+# A run on another host (we cannot see its pid) is dead when it has not beaten for this long.
+STALE_HEARTBEAT_S = 300.0
+LOG_TAIL_LINES = 20
+
+
+def log_tail(path: str | Path | None, lines: int = LOG_TAIL_LINES) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16_384))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class SchedulerLocked(LrfrError):
+    """Another scheduler already drives this database's queue."""
+
+
+@dataclass
+class Scheduler:
+    db: Path
+    discover: GpuDiscovery = discover_gpus
+    # A GPU with more memory in use than this (by anyone) is busy, even if no run of ours holds it.
+    busy_memory_mib: int = 1024
+    stale_heartbeat_s: float = STALE_HEARTBEAT_S
+    launchers: dict[str, Launcher] = field(default_factory=dict)
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    on_event: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.db = Path(self.db).resolve()
+        self.store = Store(self.db)
+        self.host = socket.gethostname()
+        self._lock_fh = None
+
+    # ------------------------------------------------------------ single scheduler per db
+
+    def acquire(self) -> None:
+        """Take the queue's lock; raises SchedulerLocked naming the holder if another scheduler has it."""
+        path = self.db.with_name(self.db.name + ".scheduler.lock")
+        fh = path.open("a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise SchedulerLocked(f"the queue of {self.db} is already driven by {holder}") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(self.name)
+        fh.flush()
+        self._lock_fh = fh
+
+    def release(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    # ------------------------------------------------------------ launchers
+
+    def launcher(self, name: str) -> Launcher:
+        key = "slurm" if name == "slurm" else "local"
+        if key not in self.launchers:
+            if key == "slurm":
+                from lrfr_tui.launchers.slurm import SlurmLauncher
+
+                self.launchers[key] = SlurmLauncher()
+            else:
+                self.launchers[key] = LocalLauncher()
+        return self.launchers[key]
+
+    def _say(self, text: str) -> None:
+        if self.on_event is not None:
+            self.on_event(text)
+
+    # ------------------------------------------------------------ one pass
+
+    def step(self) -> list[int]:
+        """Reconcile, then launch what fits. Returns the ids of the runs started in this pass."""
+        self.reconcile()
+        return self.launch()
+
+    def is_alive(self, run: Run) -> bool:
+        if run.launcher == "slurm":
+            if not run.job_id:
+                return True  # claimed, not submitted yet (or a submit in flight)
+            return self.launcher("slurm").is_alive(Handle("slurm", job_id=run.job_id), run.id)
+        if run.host and run.host != self.host and run.pid is not None:
+            # Not our machine: the heartbeat is all we can see.
+            return run.heartbeat is not None and time.time() - run.heartbeat < self.stale_heartbeat_s
+        if run.pid is None:
+            # A scheduled run gets its pid right after its claim: until then, trust its heartbeat.
+            return run.heartbeat is not None and time.time() - run.heartbeat < self.stale_heartbeat_s
+        if run.launcher in ("foreground", "eval"):
+            return pid_is_worker(run.pid, run.id, marker="lrfr")
+        return self.launcher(run.launcher or "local").is_alive(Handle(run.launcher or "local", pid=run.pid), run.id)
+
+    def reconcile(self) -> list[int]:
+        """Mark running runs whose process is gone as failed (with the log tail). Returns their ids."""
+        failed = []
+        for run in self.store.runs_with_status("running"):
+            if self.is_alive(run):
+                continue
+            log = run.log_path or (Path(run.run_dir) / "train.log" if run.run_dir else None)
+            tail = log_tail(log)
+            reason = "the run's process ended without reporting a final status"
+            if tail:
+                reason += "; log tail:\n" + tail
+            if self.store.fail_if_running(run.id, reason):
+                failed.append(run.id)
+                self._say(f"run {run.id} failed: its process is gone")
+        return failed
+
+    def free_gpus(self) -> tuple[list[int], bool]:
+        """(indices of GPUs free for us, whether this machine has GPUs at all)."""
+        gpus = self.discover()
+        held = set()
+        for run in self.store.runs_with_status("running"):
+            if run.launcher not in ("slurm", "foreground") and run.gpus:
+                held.update(run.gpus)
+        free = [g.index for g in gpus if g.index not in held and g.memory_used_mib < self.busy_memory_mib]
+        return free, bool(gpus)
+
+    def launch(self) -> list[int]:
+        started = []
+        queued = self.store.runs_with_status("queued")
+        if not queued:
+            return started
+        free, has_gpus = self.free_gpus()
+        local_running = [r for r in self.store.runs_with_status("running") if r.launcher != "slurm"
+                         and r.host == self.host]
+        cpu_busy = bool(local_running) and not has_gpus
+        for run in queued:
+            launch = LaunchConfig(**{k: v for k, v in run.config.get("launch", {}).items()})
+            if launch.launcher == "slurm":
+                if self._start(run, [], "slurm"):
+                    started.append(run.id)
+                continue
+            if not has_gpus:
+                if cpu_busy:
+                    continue  # one CPU run at a time: two would only slow each other down
+                if self._start(run, [], "local"):
+                    started.append(run.id)
+                    cpu_busy = True
+                continue
+            need = max(launch.gpus, 0)
+            if need > len(free):
+                continue
+            take, free = free[:need], free[need:]
+            if self._start(run, take, "torchrun" if need > 1 else "local"):
+                started.append(run.id)
+        return started
+
+    def _start(self, run: Run, gpus: list[int], launcher_name: str) -> bool:
+        run_dir = runs_root(self.db) / str(run.id)
+        log_path = run_dir / "train.log"
+        if not self.store.claim(run.id, self.name, gpus, launcher_name, log_path, run_dir):
+            return False
+        launch = LaunchConfig(**run.config.get("launch", {}))
+        request = LaunchRequest(run.id, self.db, run_dir, log_path, gpus, launch)
+        try:
+            handle = self.launcher(launcher_name).start(request)
+        except LrfrError as exc:
+            self.store.mark_ended(run.id, "failed", None, f"could not launch: {exc}")
+            self._say(f"run {run.id} could not be launched: {exc}")
+            return False
+        self.store.set_handle(run.id, handle.pid, handle.job_id)
+        where = f"GPUs {gpus}" if gpus else ("Slurm job " + str(handle.job_id) if handle.job_id else "CPU")
+        self._say(f"run {run.id} started on {where}")
+        return True
+
+    # ------------------------------------------------------------ loops
+
+    def run(self, poll_s: float = 2.0, until_empty: bool = False, max_seconds: float | None = None) -> None:
+        """Drive the queue until interrupted (or, with ``until_empty``, until nothing is queued or running)."""
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        while True:
+            self.step()
+            if until_empty and not self.store.runs_with_status("queued", "running"):
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            time.sleep(poll_s)
+
+
+def stop_run(store: Store, run: Run, grace_s: float = 60.0, scheduler: Scheduler | None = None) -> str:
+    """Kill a run: a queued one is simply marked killed; a running one gets SIGTERM (the trainer
+    checkpoints and reports ``killed``), then SIGKILL after ``grace_s``. Returns the final status."""
+    if run.status == "queued":
+        store.conn.execute("UPDATE runs SET status='killed', ended=? WHERE id=? AND status='queued'",
+                           (time.time(), run.id))
+        return "killed"
+    if run.status != "running":
+        raise LrfrError(f"run {run.id} is {run.status}, not running or queued")
+    sched = scheduler or Scheduler(store.path)
+    launcher_name = run.launcher or "local"
+    handle = Handle(launcher_name, pid=run.pid, job_id=run.job_id)
+    launcher = sched.launcher(launcher_name)
+    if run.pid is None and run.job_id is None:
+        raise LrfrError(f"run {run.id} has no recorded process to stop")
+    if launcher_name != "slurm" and run.host != socket.gethostname():
+        raise LrfrError(f"run {run.id} runs on {run.host}; kill it from that machine")
+    if launcher_name in ("foreground", "eval"):
+        _signal_foreground(run, grace_s)
+    else:
+        launcher.stop(handle, run.id, grace_s=grace_s)
+    deadline = time.monotonic() + grace_s + 5
+    while time.monotonic() < deadline:
+        current = store.get_run(run.id)
+        if current.is_final:
+            return current.status
+        if not sched.is_alive(current):
+            break
+        time.sleep(0.2)
+    # It did not report in time: it was forced, and nothing else will write its status.
+    store.conn.execute("UPDATE runs SET status='killed', ended=?, failure_reason=? WHERE id=? AND status='running'",
+                       (time.time(), "killed by SIGKILL after the grace period", run.id))
+    return store.get_run(run.id).status
+
+
+def _signal_foreground(run: Run, grace_s: float) -> None:
+    """A foreground `lrfr run` is the CLI process itself (not a group of ours): signal just it."""
+    import signal
+    import threading
+
+    try:
+        os.kill(run.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+
+    def force() -> None:
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not pid_is_worker(run.pid, run.id, marker="lrfr"):
+                return
+            time.sleep(0.2)
+        try:
+            os.kill(run.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    threading.Thread(target=force, daemon=True).start()
