@@ -24,6 +24,10 @@ class GpuInfo:
 GpuDiscovery = Callable[[], list[GpuInfo]]
 
 
+class GpuDiscoveryError(Exception):
+    """nvidia-smi is there but failed: GPUs may have vanished or the driver is in trouble."""
+
+
 def discover_gpus() -> list[GpuInfo]:
     exe = shutil.which("nvidia-smi")
     if exe is None:
@@ -34,8 +38,9 @@ def discover_gpus() -> list[GpuInfo]:
             capture_output=True, text=True, timeout=20, check=True,
             env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "PATH": "/usr/bin:/bin"},
         ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []  # a GPU that vanished or a driver in trouble: schedule nothing onto GPUs
+    except (OSError, subprocess.SubprocessError) as exc:
+        # Not "no GPUs": a GPU box whose driver is in trouble must not start GPU runs on the CPU.
+        raise GpuDiscoveryError(f"nvidia-smi failed: {exc}") from None
     gpus = []
     for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]

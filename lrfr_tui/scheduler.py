@@ -27,7 +27,7 @@ from pathlib import Path
 
 from engine.config import LaunchConfig
 from engine.errors import LrfrError
-from lrfr_tui.gpus import GpuDiscovery, discover_gpus
+from lrfr_tui.gpus import GpuDiscovery, GpuDiscoveryError, discover_gpus
 from lrfr_tui.launchers import Handle, Launcher, LaunchRequest, LocalLauncher
 from lrfr_tui.launchers.local import pid_is_worker
 from lrfr_tui.store import Run, Store, runs_root
@@ -153,7 +153,11 @@ class Scheduler:
 
     def free_gpus(self) -> tuple[list[int], bool]:
         """(indices of GPUs free for us, whether this machine has GPUs at all)."""
-        gpus = self.discover()
+        try:
+            gpus = self.discover()
+        except GpuDiscoveryError as exc:
+            self._say(f"GPU discovery failed ({exc}); starting nothing until it works again")
+            return [], True
         held = set()
         for run in self.store.runs_with_status("running"):
             if run.launcher not in ("slurm", "foreground") and run.gpus:

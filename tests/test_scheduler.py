@@ -232,3 +232,29 @@ def test_cli_sweep_queue_rerun_and_worker(tmp_path):
     proc = lrfr("worker", "--until-empty", "--poll", "0.3", db=db, env={"LRFR_FAKE_GPUS": "2"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert all(r.status == "finished" for r in store.list_runs()), [r.failure_reason for r in store.list_runs()]
+
+
+def test_vanished_gpus_start_nothing_and_a_deleted_run_dir_is_recreated(tmp_path):
+    from lrfr_tui.gpus import GpuDiscoveryError
+
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    run_id = queue_run(store, "schedule.max_steps=40", "schedule.epochs=100")
+
+    def broken():
+        raise GpuDiscoveryError("nvidia-smi failed: driver gone")
+
+    events = []
+    sched = Scheduler(db, discover=broken, on_event=events.append)
+    assert sched.step() == [] and store.get_run(run_id).status == "queued"
+    assert "GPU discovery failed" in events[0]
+    # GPUs back: the run starts; its directory is deleted under it; it still finishes with a checkpoint.
+    sched.discover = fake_gpus(1)
+    assert sched.step() == [run_id]
+    wait_for(lambda: store.get_run(run_id).step >= 2)
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / str(run_id))
+    wait_for(lambda: store.get_run(run_id).is_final, timeout=300, sched=sched)
+    assert store.get_run(run_id).status == "finished", store.get_run(run_id).failure_reason
+    assert (tmp_path / "runs" / str(run_id) / "checkpoint.pt").exists()
