@@ -282,9 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-from lrfr_tui import cli_manage as _cli_manage  # noqa: E402 - the commands register on `app`
+from lrfr_tui import cli_ablate as _cli_ablate  # noqa: E402 - the commands register on `app`
+from lrfr_tui import cli_manage as _cli_manage  # noqa: E402
 
 _cli_manage.register(app)
+_cli_ablate.register(app)
 
 if __name__ == "__main__":
     main()
