@@ -116,7 +116,13 @@ def _to_v2(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2]
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """Best-of queries (`lrfr ls 'min(loss)<1'`, the TUI's filter box) read the index, not the table:
+    about 20x faster on 10M points, for ~40% more disk and ~45 us more per reported training step."""
+    conn.execute("CREATE INDEX IF NOT EXISTS metrics_run_key_value ON metrics(run_id, key, value)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
