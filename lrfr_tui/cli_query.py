@@ -311,8 +311,15 @@ def _matrix(conn, runs, group, where, bench, metric, baseline) -> query.Matrix:
 def results(bench: BenchOpt = None, runs: RunsOpt = None, group: GroupOpt = None, where: WhereOpt = None,
             metric: MetricOpt = None,
             baseline: Annotated[int | None, typer.Option(help="show each value's difference to this run")] = None,
+            paper: Annotated[bool | None, typer.Option(
+                "--paper/--per-run", help="one row per configuration (mean +- std over seeds) with the "
+                "published rows and deltas to them; default for --group")] = None,
             db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Runs x benchmarks matrix, like the paper's tables; --baseline RUN adds deltas.
+
+    With --group (or --paper): the paper's layout - one row per configuration with mean +- std over
+    its seeds, the paper's published numbers as reference rows (an ablation group against its
+    table, an r34/r50 run against "Ours"), and each configuration's delta to its published row.
 
     Headline columns: LFW and XQLFW accuracy, SCface rank-1 at d1/d2/d3 and their mean (per
     protocol), TinyFace rank-1 and mAP, low-resolution LFW accuracy per resolution. Accuracies, ranks and mAP are percentages with 2 decimals; with --baseline each cell also
@@ -320,6 +327,9 @@ def results(bench: BenchOpt = None, runs: RunsOpt = None, group: GroupOpt = None
     """
     conn, _ = _open_read(db)
     matrix = _matrix(conn, runs, group, where, bench, metric, baseline)
+    if paper if paper is not None else (group is not None and baseline is None):
+        _print_paper(conn, matrix, group, as_json)
+        return
     if as_json:
         _print_json(matrix.as_dict())
         return
@@ -347,6 +357,46 @@ def results(bench: BenchOpt = None, runs: RunsOpt = None, group: GroupOpt = None
             cells.append(cell)
         table.add_row(*cells)
     _out().print(table)
+
+
+def _print_paper(conn, matrix: query.Matrix, group: str | None, as_json: bool) -> None:
+    from lrfr_tui.paper_layout import paper_table
+
+    layout = paper_table(conn, matrix, group)
+    if as_json:
+        _print_json(layout.as_dict())
+        return
+    if not layout.rows or not layout.columns:
+        _err().print("no results for the selected runs")
+        return
+    title = f"group {group}" + (f" - the paper's {layout.table}" if layout.table else "") if group else None
+    table = Table(box=None, header_style="bold", title=title)
+    table.add_column("configuration")
+    table.add_column("runs", justify="right")
+    previous = None
+    for group_label, col in zip(matrix.group_labels(), layout.columns, strict=True):
+        table.add_column(f"{group_label if group_label != previous else ''}\n{col.short}", justify="right")
+        previous = group_label
+    for row in layout.rows:
+        cells: list[Any] = [row.label, str(len(row.run_ids))]
+        for j, col in enumerate(layout.columns):
+            text = query.format_value(col.metric, row.mean[j])
+            if row.std[j] is not None:
+                text += f" ± {query.format_value(col.metric, row.std[j])}"
+            cell = Text(text)
+            if row.delta and row.delta[j] is not None:
+                delta = row.delta[j]
+                good = query.better_direction(col.metric) * delta
+                cell.append(f" ({query.format_delta(col.metric, delta)})", style="green" if good > 0 else "red")
+            cells.append(cell)
+        table.add_row(*cells)
+    for ref in layout.references:
+        table.add_row(Text(ref.label, style="italic dim"), "",
+                      *(Text(query.format_value(c.metric, v), style="italic dim")
+                        for c, v in zip(layout.columns, ref.values, strict=True)))
+    _out().print(table)
+    if layout.references:
+        _err().print("(deltas in brackets: this tool's value minus the paper's published row)")
 
 
 FORMAT_SUFFIXES = {".csv": "csv", ".md": "markdown", ".markdown": "markdown", ".tex": "latex"}

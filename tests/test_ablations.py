@@ -61,3 +61,36 @@ def test_ablate_queues_a_group(tmp_path):
     # The CPU base keeps the grid short: SCface without fine-tuning, no TinyFace.
     assert runs[0].config["eval"]["scface_protocols"] == ["zero_shot"]
     assert "tinyface" not in runs[0].config["eval"]["benchmarks"]
+
+
+def test_results_group_in_the_papers_layout_with_reference_rows(tmp_path):
+    db = tmp_path / "runs.db"
+    proc = subprocess.run([sys.executable, "-m", "lrfr_tui.cli", "ablate", "table4", "--base", "tiny", "--seeds", "2",
+                           "--db", str(db), "--json"], capture_output=True, text=True, timeout=120)
+    out = json.loads(proc.stdout)
+    store = Store(db)
+    # Results as the worker would store them: two seeds per configuration.
+    for run_id in out["runs"]:
+        run = store.get_run(run_id)
+        seed = run.config["train"]["seed"]
+        store.add_results(run_id, [("lfw", "insightface_10fold", "acc", None, 0.90 + 0.02 * seed),
+                                   ("xqlfw", "xqlfw_official", "acc", None, 0.80),
+                                   ("scface", "zero_shot", "rank1_d1", None, 0.50)])
+        store.mark_ended(run_id, "finished", 0)
+    proc = subprocess.run([sys.executable, "-m", "lrfr_tui.cli", "results", "--group", out["group"], "--db", str(db),
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    layout = json.loads(proc.stdout)
+    assert layout["table"] == "table4"
+    assert [r["label"] for r in layout["rows"]] == [row.label for row in TABLE4]
+    lfw = layout["columns"].index(next(c for c in layout["columns"] if c.startswith("lfw")))
+    maug = next(r for r in layout["rows"] if r["label"] == "MAug + Ours(1)")
+    assert maug["mean"][lfw] == pytest.approx(0.91) and maug["std"][lfw] == pytest.approx(0.0141421, rel=1e-4)
+    # Delta to the published "MAug + Ours(1)" row: LFW 99.03 %.
+    assert maug["delta_to_paper"][lfw] == pytest.approx(0.91 - 0.9903)
+    refs = {r["label"] for r in layout["reference_rows"]}
+    assert "paper 4: MAug + Ours(1)" in refs and "paper 4: Baseline" in refs
+    human = subprocess.run([sys.executable, "-m", "lrfr_tui.cli", "results", "--group", out["group"], "--db", str(db)],
+                           capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
+                                                                             "COLUMNS": "200"})
+    assert "paper 4: MAug + Ours(1)" in human.stdout and "±" in human.stdout
