@@ -267,9 +267,16 @@ def _main_rank():
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    """Console-script entry point: user errors become one line on stderr and exit code 2.
+
+    Bare `lrfr` in a terminal opens the TUI; elsewhere (a pipe, a script) it prints the help.
+    """
+    args = sys.argv[1:] if argv is None else argv
     try:
-        code = app(args=argv, standalone_mode=False)
+        if cli_tui.should_open_tui(args):
+            cli_tui.run_tui()
+            return
+        code = app(args=args, standalone_mode=False)
     except LrfrError as exc:
         print(f"lrfr: error: {exc}", file=sys.stderr)  # one unwrapped line, whatever the terminal width
         sys.exit(EXIT_USER_ERROR)
@@ -282,11 +289,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-from lrfr_tui import cli_ablate as _cli_ablate  # noqa: E402 - the commands register on `app`
-from lrfr_tui import cli_manage as _cli_manage  # noqa: E402
+# The other command groups live in their own modules and register themselves on `app`.
+from lrfr_tui import cli_ablate, cli_analyze, cli_manage, cli_query, cli_tui  # noqa: E402
 
-_cli_manage.register(app)
-_cli_ablate.register(app)
+for _module in (cli_manage, cli_query, cli_ablate, cli_analyze, cli_tui):
+    _module.register(app)
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,8 @@ EmbedFn = Callable[[Tensor], Tensor]  # float N x 3 x H x W in [-1, 1] -> N x D 
 def as_embed_fn(model: nn.Module | EmbedFn) -> EmbedFn:
     """Put a module in eval mode; exported programs (torch.export) are already fixed in it."""
     if isinstance(model, nn.Module):
+        if hasattr(model, "forward_features"):  # an engine backbone: weights channels-last like the input
+            model.to(memory_format=torch.channels_last)
         try:
             model.eval()
         except NotImplementedError:  # torch.export's module(): no train/eval switch, traced in eval mode
@@ -31,7 +33,8 @@ def embed_batch(model: EmbedFn, batch: Tensor, resolution: int | Tensor | None =
     """L2norm(f(x) + f(flip x)) of one uint8 batch already on the model's device."""
     if resolution is not None:
         batch = degrade(batch, resolution)
-    x = batch.float().div_(127.5).sub_(1.0)
+    # Channels-last input: oneDNN convolutions are ~3x faster than on NCHW input on the CPU.
+    x = batch.float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
     feats = model(x).float()
     if flip_fuse:
         feats = feats + model(torch.flip(x, dims=[3])).float()

@@ -16,13 +16,17 @@ shell, whose death ends the job and SIGKILLs the worker before it can checkpoint
 Slurm 22.05). Near the time limit Slurm sends the same SIGTERM (``--signal=TERM@S``), so a job
 that runs out of time checkpoints too.
 
-``is_alive`` asks ``squeue`` (accounting may be off, so never ``sacct``). Arguments are always
-lists, never a shell string.
+``is_alive`` asks ``squeue`` (accounting may be off, so never ``sacct``): a job it no longer lists
+(or lists as COMPLETED/FAILED/...) is not alive; when squeue cannot answer at all (not installed,
+controller down) the job counts as alive. Arguments are always lists, never a shell string.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -123,7 +127,9 @@ class SlurmLauncher(Launcher):
             # None leaves the flag out of the sbatch script: the partition's default limit.
             "time": minutes if minutes > 0 else None,
             "use_srun": True,
-            "additional_parameters": {"signal": f"TERM@{signal_s}"},
+            # The job starts beside runs.db (which compute nodes must see anyway), not in
+            # whatever directory the scheduler happened to be started from.
+            "additional_parameters": {"signal": f"TERM@{signal_s}", "chdir": str(request.db.resolve().parent)},
         }
         if launch.slurm_cpus_per_task > 0:
             params["cpus_per_task"] = int(launch.slurm_cpus_per_task)
@@ -146,12 +152,14 @@ class SlurmLauncher(Launcher):
         folder = request.run_dir / "slurm"
         folder.mkdir(parents=True, exist_ok=True)
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
-        executor = submitit.SlurmExecutor(folder=folder, python=request.python)
+        executor = submitit.SlurmExecutor(folder=folder, python=shlex.quote(request.python))
         executor.update_parameters(**self.executor_parameters(request))
         cwd = request.db.resolve().parent
         try:
-            job = executor.submit(run_worker, worker_command(request), str(request.log_path), str(cwd),
-                                  request.launch.gpus <= 0)
+            # submitit prints sbatch's stderr on failure; it goes into the error message instead.
+            with contextlib.redirect_stderr(io.StringIO()):
+                job = executor.submit(run_worker, worker_command(request), str(request.log_path), str(cwd),
+                                      request.launch.gpus <= 0)
         except Exception as exc:  # sbatch refused (bad partition, too many CPUs, controller down ...)
             detail = _last_line(str(exc)) or type(exc).__name__
             raise LrfrError(f"cannot submit run {request.run_id} to Slurm: {detail}") from None
@@ -164,27 +172,41 @@ class SlurmLauncher(Launcher):
     def job_state(self, handle: Handle, run_id: int) -> str | None:
         """The job's squeue state (``RUNNING``, ``PENDING`` ...); None when it is gone or not this run's.
 
-        When squeue cannot answer (controller unreachable) the state is ``UNKNOWN``: the job may
-        well be running, so nobody should declare the run dead on that.
+        ``UNKNOWN`` when squeue cannot answer (not installed here, controller unreachable): the
+        job may well be running, so nobody should declare the run dead on that alone (its
+        heartbeat in runs.db can tell).
         """
-        if not handle.job_id:
+        return self._squeue(handle, run_id)[0]
+
+    def describe(self, handle: Handle, run_id: int) -> str | None:
+        """``"PENDING (Resources)"``, ``"RUNNING"`` ... for a status line; None when the job is gone."""
+        state, reason = self._squeue(handle, run_id)
+        if state is None:
             return None
+        return f"{state} ({reason})" if reason and reason not in ("None", "(null)") else state
+
+    def _squeue(self, handle: Handle, run_id: int) -> tuple[str | None, str]:
+        if not handle.job_id:
+            return None, ""
         squeue = shutil.which("squeue")
         if squeue is None:
-            return None
+            return "UNKNOWN", "squeue not found on PATH"
         try:
-            out = subprocess.run([squeue, "-h", "-j", str(handle.job_id), "-o", "%T|%j"], capture_output=True,
+            out = subprocess.run([squeue, "-h", "-j", str(handle.job_id), "-o", "%T|%j|%r"], capture_output=True,
                                  text=True, timeout=SQUEUE_TIMEOUT_S, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return "UNKNOWN"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return "UNKNOWN", f"squeue: {exc}"
         if out.returncode != 0:
-            return None if "invalid job id" in out.stderr.lower() else "UNKNOWN"
+            if "invalid job id" in out.stderr.lower():
+                return None, ""  # purged from the controller (finished more than MinJobAge ago)
+            return "UNKNOWN", _last_line(out.stderr) or f"squeue exit {out.returncode}"
         for line in out.stdout.splitlines():
-            state, _, name = line.strip().partition("|")
+            state, _, rest = line.strip().partition("|")
+            name, _, reason = rest.partition("|")
             # A job id can come back after a cluster lost its state: trust it only under our name.
-            if name == job_name(run_id):
-                return state.split()[0] if state else None
-        return None
+            if name == job_name(run_id) and state:
+                return state.split()[0], reason.strip()
+        return None, ""
 
     def is_alive(self, handle: Handle, run_id: int) -> bool:
         state = self.job_state(handle, run_id)
@@ -196,7 +218,9 @@ class SlurmLauncher(Launcher):
         state = self.job_state(handle, run_id)
         if state is None or state in FINISHED_STATES:
             return
-        scancel = _require("scancel")
+        scancel = shutil.which("scancel")
+        if scancel is None:
+            raise LrfrError(f"cannot stop Slurm job {handle.job_id}: scancel not found on PATH")
         if state in PENDING_STATES:
             # Not started: nothing to checkpoint.
             subprocess.run([scancel, str(handle.job_id)], capture_output=True, timeout=SQUEUE_TIMEOUT_S,

@@ -1,0 +1,210 @@
+"""Compare runs: curves overlaid, the config keys that differ, results side by side with deltas
+against the first run in the paper's Table 4 layout (SCface d1/d2/d3/avg, XQLFW, LFW)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from engine.errors import LrfrError
+from lrfr_tui import query
+from lrfr_tui.tui_data import CompareSnapshot, load_compare, open_reader
+from lrfr_tui.widgets.loss_plot import CurvePlot, Line
+from lrfr_tui.widgets.status_bar import StatusBar
+from lrfr_tui.widgets.theme import status_style, theme_colour
+
+# The paper's Table 4 columns (SCface without fine-tuning, rank-1; XQLFW; LFW), then LR-LFW by resolution.
+TABLE4 = ("scface.zero_shot.rank1_d1", "scface.zero_shot.rank1_d2", "scface.zero_shot.rank1_d3",
+          "scface.zero_shot.rank1_mean", "xqlfw.acc", "lfw.acc")
+
+
+def table4_matrix(conn, run_ids: list[int]) -> query.Matrix:
+    """Table 4 columns plus the low-resolution LFW columns any of the runs has, deltas to the first run."""
+    present = query.latest_results(conn, run_ids)
+    lowres = sorted({(p, r) for results in present.values() for (b, p, m, r) in results
+                     if b == "lowres_lfw" and m == "acc" and r is not None}, key=lambda pr: -pr[1])
+    protocols = query.PROTOCOL_PREFERENCE["lowres_lfw"]
+    lowres_protocol = next((p for p in protocols if any(pp == p for pp, _ in lowres)), None)
+    specs = list(TABLE4) + [f"lowres_lfw.{lowres_protocol}.acc@{r}" for p, r in lowres if p == lowres_protocol]
+    try:
+        return query.results_matrix(conn, runs=run_ids, metrics=specs, baseline=run_ids[0])
+    except LrfrError:  # the first run has no results (yet): no deltas
+        return query.results_matrix(conn, runs=run_ids, metrics=specs)
+
+
+class CompareScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("m", "next_metric(1)", "Next curve"),
+        Binding("M", "next_metric(-1)", "Previous curve", show=False),
+        Binding("l", "toggle_log_scale", "Log scale"),
+        Binding("1", "tab('cmp-curves')", "Curves", show=False),
+        Binding("2", "tab('cmp-results')", "Results", show=False),
+        Binding("3", "tab('cmp-config')", "Config diff", show=False),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, snapshot: CompareSnapshot | None, matrix: query.Matrix | None, error: str | None) -> None:
+            super().__init__()
+            self.snapshot, self.matrix, self.error = snapshot, matrix, error
+
+    def __init__(self, run_ids: list[int]) -> None:
+        super().__init__()
+        self.run_ids = list(run_ids)
+        self.snapshot: CompareSnapshot | None = None
+        self.matrix: query.Matrix | None = None
+        self.metric = "loss"
+        self.log_scale = False
+        self.loads = 0
+        self.buckets = 200
+        self._tables_key: object = None
+        self._wake = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="compare-head", markup=False)
+        with TabbedContent(id="compare-tabs"):
+            with TabPane("Curves", id="cmp-curves"):
+                yield CurvePlot("loss", id="compare-plot")
+            with TabPane("Results (Table 4)", id="cmp-results"):
+                yield DataTable(id="compare-results", cursor_type="row")
+            with TabPane("Config diff", id="cmp-config"):
+                yield DataTable(id="compare-config", cursor_type="row")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.data_signal.subscribe(self, lambda _: self._wake.set())
+        self.query_one(StatusBar).set_left(f"compare {len(self.run_ids)} runs · m: next curve")
+        self._poll()
+
+    def on_unmount(self) -> None:
+        self._wake.set()
+
+    def on_resize(self) -> None:
+        self.buckets = max(2 * self.size.width, 100)
+
+    @work(thread=True, exclusive=True, group="compare-poll", exit_on_error=False)
+    def _poll(self) -> None:
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            try:
+                conn = open_reader(self.app.db)
+                try:
+                    snap = load_compare(conn, self.run_ids, self.buckets)
+                    matrix = table4_matrix(conn, self.run_ids)
+                finally:
+                    conn.close()
+            except LrfrError as exc:
+                self.post_message(self.Loaded(None, None, str(exc)))
+                return
+            self.post_message(self.Loaded(snap, matrix, None))
+            live = any(r["status"] in ("queued", "running") for r in snap.runs)
+            self._wake.wait(2 * self.app.poll_s if live else 30 * self.app.poll_s)
+            self._wake.clear()
+
+    def on_compare_screen_loaded(self, message: Loaded) -> None:
+        if message.error:
+            self.notify(f"cannot compare: {message.error}", severity="error", markup=False)
+            self.dismiss()
+            return
+        self.snapshot, self.matrix = message.snapshot, message.matrix
+        self.loads += 1
+        self._show_head()
+        self._show_curves()
+        key = (json.dumps(self.matrix.as_dict(), default=str), json.dumps(self.snapshot.params, default=str))
+        if key != self._tables_key:  # rebuilt only when they change, so the cursor stays put
+            self._tables_key = key
+            self._show_results()
+            self._show_config()
+
+    def _label(self, run: dict[str, Any]) -> str:
+        return f"#{run['id']} {run['name']}"
+
+    def _show_head(self) -> None:
+        snap = self.snapshot
+        head = Text(no_wrap=True, overflow="ellipsis")
+        head.append("Compare ", "bold")
+        for i, run in enumerate(snap.runs):
+            if i:
+                head.append(" · ")
+            head.append(self._label(run) + " ")
+            head.append(run["status"], status_style(self.app, run["status"]))
+        head.append(f"   deltas against #{snap.runs[0]['id']}", "dim")
+        self.query_one("#compare-head", Static).update(head)
+
+    def _show_curves(self) -> None:
+        snap = self.snapshot
+        if snap.keys and self.metric not in snap.keys:
+            self.metric = snap.keys[0]
+        curves = snap.curves.get(self.metric, {})
+        names = {r["id"]: self._label(r) for r in snap.runs}
+        lines = [Line(names[i], curves[i].xs, curves[i].ys) for i in self.run_ids if i in curves]
+        version = (self.metric, tuple((i, len(c.xs), c.xs[-1] if c.xs else None) for i, c in curves.items()))
+        self.query_one("#compare-plot", CurvePlot).show(
+            lines, version=version, log_scale=self.log_scale, title=self.metric + (" log" if self.log_scale else ""))
+
+    def _show_results(self) -> None:
+        matrix = self.matrix
+        table = self.query_one("#compare-results", DataTable)
+        table.clear(columns=True)
+        table.add_column("run", key="run")
+        for j, label in enumerate(matrix.labels()):
+            table.add_column(Text(label, justify="right"), key=f"c{j}")
+        good, bad = theme_colour(self.app, "text-success"), theme_colour(self.app, "text-error")
+        for row, label in zip(matrix.rows, matrix.row_labels(), strict=True):
+            cells: list[Any] = [Text(f"#{row.id} {label}", no_wrap=True)]
+            for j, col in enumerate(matrix.columns):
+                cell = Text(query.format_value(col.metric, row.values[j]), justify="right")
+                delta = row.deltas[j] if row.deltas is not None else None
+                if delta is not None:
+                    direction = query.better_direction(col.metric) * (1 if delta > 0 else -1 if delta < 0 else 0)
+                    style = good if direction > 0 else bad if direction < 0 else "dim"
+                    cell.append(f" {query.format_delta(col.metric, delta)}", style=style or "dim")
+                cells.append(cell)
+            table.add_row(*cells, key=str(row.id))
+
+    def _show_config(self) -> None:
+        snap = self.snapshot
+        table = self.query_one("#compare-config", DataTable)
+        table.clear(columns=True)
+        table.add_column("key", key="key")
+        for run in snap.runs:
+            table.add_column(self._label(run), key=f"r{run['id']}")
+        if not snap.params:
+            table.add_row("(the configs are identical)", *([""] * len(snap.runs)))
+        for key, values in snap.params.items():
+            table.add_row(key, *(Text(_show(v), no_wrap=True) for v in values))
+
+    def action_next_metric(self, step: int) -> None:
+        keys = self.snapshot.keys if self.snapshot else []
+        if not keys:
+            return
+        index = keys.index(self.metric) if self.metric in keys else 0
+        self.metric = keys[(index + step) % len(keys)]
+        self._show_curves()
+
+    def action_toggle_log_scale(self) -> None:
+        self.log_scale = not self.log_scale
+        if self.snapshot is not None:
+            self._show_curves()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#compare-tabs", TabbedContent).active = tab
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)

@@ -1,0 +1,304 @@
+"""One run: live curves, results (with the accuracy-vs-resolution curve), config, log, artifacts."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane, TextArea
+from textual.worker import get_current_worker
+
+from engine.errors import LrfrError
+from lrfr_tui import query
+from lrfr_tui.screens.run_actions import RunActions
+from lrfr_tui.tui_data import (
+    LOSS_KEYS,
+    LR_KEY,
+    RATE_KEY,
+    DetailModel,
+    DetailSnapshot,
+    config_text,
+    short_duration,
+)
+from lrfr_tui.widgets.loss_plot import CurvePlot, Line
+from lrfr_tui.widgets.status_bar import StatusBar
+from lrfr_tui.widgets.theme import status_style
+
+SMOOTHING = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
+TABS = ("curves", "results", "log", "config", "artifacts")
+
+
+def memory_keys(keys: list[str]) -> list[str]:
+    return [k for k in keys if "mem" in k.lower()]
+
+
+class DetailScreen(RunActions, Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("l", "toggle_log_scale", "Log scale"),
+        Binding("plus,equals_sign", "smoothing(1)", "Smooth+", key_display="+"),
+        Binding("minus", "smoothing(-1)", "Smooth-", key_display="-"),
+        Binding("f", "toggle_follow", "Follow log"),
+        Binding("1", "tab('curves')", "Curves", show=False),
+        Binding("2", "tab('results')", "Results", show=False),
+        Binding("3", "tab('log')", "Log", show=False),
+        Binding("4", "tab('config')", "Config", show=False),
+        Binding("5", "tab('artifacts')", "Artifacts", show=False),
+        Binding("k", "kill", "Kill"),
+        Binding("r", "resume", "Resume", show=False),
+        Binding("d", "duplicate", "Duplicate", show=False),
+        Binding("t", "tag", "Tag", show=False),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, snapshot: DetailSnapshot) -> None:
+            super().__init__()
+            self.snapshot = snapshot
+
+    class Gone(Message):
+        def __init__(self, reason: str) -> None:
+            super().__init__()
+            self.reason = reason
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.snapshot: DetailSnapshot | None = None
+        self.loads = 0
+        self.log_scale = False
+        self.smoothing_index = 0
+        self.follow = True
+        self.buckets = 200
+        self._wake = threading.Event()
+        self._results_key: object = None
+        self._artifacts_key: object = None
+        self._config_shown = ""
+        self._log_lines = 0
+
+    @property
+    def smoothing(self) -> float:
+        return SMOOTHING[self.smoothing_index]
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="detail-head", markup=False)
+        with TabbedContent(id="detail-tabs"):
+            with TabPane("Curves", id="curves"):
+                yield CurvePlot("loss", id="plot-loss")
+                with Horizontal(id="small-plots"):
+                    yield CurvePlot("lr", id="plot-lr")
+                    yield CurvePlot("images/s", id="plot-rate")
+                    yield CurvePlot("GPU memory", id="plot-mem", classes="hidden")
+            with TabPane("Results", id="results"):
+                with Vertical():
+                    yield DataTable(id="results-table", cursor_type="row")
+                    yield CurvePlot("LR-LFW accuracy vs resolution", xlabel="probe px", id="plot-res")
+            with TabPane("Log", id="log"):
+                yield Log(id="log-view", max_lines=5000, auto_scroll=True)
+            with TabPane("Config", id="config"):
+                yield TextArea("", id="config-view", read_only=True, show_line_numbers=False, soft_wrap=False)
+            with TabPane("Artifacts", id="artifacts"):
+                yield DataTable(id="artifacts-table", cursor_type="row")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#results-table", DataTable).add_columns("benchmark", "protocol", "metric", "res", "value")
+        self.query_one("#artifacts-table", DataTable).add_columns("kind", "path", "")
+        self.app.data_signal.subscribe(self, lambda _: self._wake.set())
+        self._update_left()
+        self._poll()
+
+    def on_unmount(self) -> None:
+        self._wake.set()
+
+    def on_resize(self) -> None:
+        buckets = max(2 * self.size.width, 100)
+        if buckets != self.buckets:
+            self.buckets = buckets
+            self._wake.set()
+
+    # ------------------------------------------------------------ reading
+
+    @work(thread=True, exclusive=True, group="detail-poll", exit_on_error=False)
+    def _poll(self) -> None:
+        worker = get_current_worker()
+        model = DetailModel(self.app.db, self.run_id)
+        try:
+            while not worker.is_cancelled:
+                try:
+                    snap = model.snapshot(self.smoothing, self.buckets, self.app.now())
+                except LrfrError as exc:
+                    self.post_message(self.Gone(str(exc)))
+                    return
+                self.post_message(self.Loaded(snap))
+                final = snap.run["status"] in ("finished", "failed", "killed")
+                self._wake.wait(self.app.poll_s * (3 if final else 1))
+                self._wake.clear()
+        finally:
+            model.close()
+
+    def on_detail_screen_gone(self, message: Gone) -> None:
+        self.notify(f"run {self.run_id} is gone: {message.reason}", severity="error", markup=False)
+        if self.app.screen is self:
+            self.app.pop_screen()
+
+    def on_detail_screen_loaded(self, message: Loaded) -> None:
+        snap = message.snapshot
+        self.snapshot = snap
+        self.loads += 1
+        self._show_head(snap)
+        self._show_curves(snap)
+        self._show_results(snap)
+        self._show_log(snap)
+        self._show_config(snap)
+        self._show_artifacts(snap)
+        self._update_left()
+
+    def _show_head(self, snap: DetailSnapshot) -> None:
+        run = snap.run
+        now = self.app.now()
+        head = Text(no_wrap=True, overflow="ellipsis")
+        head.append(f"run {run['id']} ", "bold")
+        head.append(f"{run['name']}  ")
+        head.append(run["status"], status_style(self.app, run["status"]))
+        total = run.get("total_steps")
+        if total:
+            head.append(f"  step {run['step']}/{total} ({100 * run['step'] / total:.0f}%)")
+        elif run["step"]:
+            head.append(f"  step {run['step']}")
+        if snap.eta_s is not None:
+            head.append(f"  ETA {short_duration(snap.eta_s)}")
+        if snap.images_per_s is not None and run["status"] == "running":
+            head.append(f"  {snap.images_per_s:.0f} img/s")
+        gpus = json.loads(run["gpus"]) if run.get("gpus") else None
+        head.append(f"  GPUs {','.join(map(str, gpus))}" if gpus else "  CPU" if run["status"] == "running" else "")
+        if run.get("started"):
+            end = run.get("ended") or now
+            head.append(f"  {query.human_duration(end - run['started'])}", "dim")
+        second = Text(no_wrap=True, overflow="ellipsis", style="dim")
+        bits = [f"preset {run['preset']}" if run.get("preset") else "", f"group {run['group_name']}"
+                if run.get("group_name") else "", " ".join(f"#{t}" for t in snap.tags),
+                f"host {run['host']}" if run.get("host") else "",
+                f"created {query.human_duration(now - run['created'])} ago"]
+        second.append("  ".join(b for b in bits if b))
+        lines = [head, second]
+        if run.get("failure_reason") and run["status"] in ("failed", "killed"):
+            reason = run["failure_reason"].splitlines()[0]
+            lines.append(Text(reason, style=status_style(self.app, "failed"), no_wrap=True, overflow="ellipsis"))
+        self.query_one("#detail-head", Static).update(Text("\n").join(lines))
+
+    def _show_curves(self, snap: DetailSnapshot) -> None:
+        curves = snap.curves
+        smoothing = f" (smoothing {self.smoothing:g})" if self.smoothing else ""
+        scale = " log" if self.log_scale else ""
+        self.query_one("#plot-loss", CurvePlot).show(
+            [Line(k, curves[k].xs, curves[k].ys) for k in LOSS_KEYS if k in curves],
+            version=("loss", snap.curves_version), log_scale=self.log_scale, title=f"loss{smoothing}{scale}")
+        self.query_one("#plot-lr", CurvePlot).show(
+            [Line(LR_KEY, curves[LR_KEY].xs, curves[LR_KEY].ys)] if LR_KEY in curves else [],
+            version=("lr", snap.curves_version))
+        self.query_one("#plot-rate", CurvePlot).show(
+            [Line(RATE_KEY, curves[RATE_KEY].xs, curves[RATE_KEY].ys)] if RATE_KEY in curves else [],
+            version=("rate", snap.curves_version))
+        mem = memory_keys(list(curves))
+        plot = self.query_one("#plot-mem", CurvePlot)
+        plot.set_class(not mem, "hidden")
+        if mem:
+            plot.show([Line(k, curves[k].xs, curves[k].ys) for k in mem], version=("mem", snap.curves_version))
+
+    def _show_results(self, snap: DetailSnapshot) -> None:
+        key = tuple((r["benchmark"], r["protocol"], r["metric"], r["resolution"], r["value"]) for r in snap.results)
+        if key == self._results_key:
+            return
+        self._results_key = key
+        table = self.query_one("#results-table", DataTable)
+        table.clear()
+        for r in snap.results:
+            res = "" if r["resolution"] is None else str(r["resolution"])
+            table.add_row(r["benchmark"], r["protocol"], r["metric"], Text(res, justify="right"),
+                          Text(query.format_value(r["metric"], r["value"]), justify="right"))
+        curve = snap.resolution_curve
+        self.query_one("#plot-res", CurvePlot).show(
+            [Line("acc %", [float(r) for r, _ in curve], [100 * v for _, v in curve])] if curve else [],
+            version=("res", tuple(curve)))
+
+    def _show_log(self, snap: DetailSnapshot) -> None:
+        log = self.query_one("#log-view", Log)
+        if snap.log_reset:
+            log.clear()
+            self._log_lines = 0
+            if snap.log_path is None:
+                log.write_line("(no log yet: the run has not started)" if snap.run["status"] == "queued"
+                               else "(no log file found for this run)")
+        if snap.log_lines:
+            log.write_lines(snap.log_lines)
+            self._log_lines += len(snap.log_lines)
+
+    def _show_config(self, snap: DetailSnapshot) -> None:
+        raw = snap.run.get("config") or "{}"
+        if raw == self._config_shown:
+            return
+        self._config_shown = raw
+        try:
+            text = config_text(json.loads(raw))
+        except ValueError:
+            text = raw
+        self.query_one("#config-view", TextArea).load_text(text)
+
+    def _show_artifacts(self, snap: DetailSnapshot) -> None:
+        key = tuple((a["kind"], a["path"]) for a in snap.artifacts)
+        if key == self._artifacts_key:
+            return
+        self._artifacts_key = key
+        table = self.query_one("#artifacts-table", DataTable)
+        table.clear()
+        for a in snap.artifacts:
+            exists = Path(a["path"]).exists()
+            table.add_row(a["kind"], a["path"], Text("" if exists else "missing", style="dim"))
+
+    def _update_left(self) -> None:
+        bits = [f"run {self.run_id}", f"smoothing {self.smoothing:g}", "log y" if self.log_scale else "linear y",
+                "following log" if self.follow else "log paused"]
+        self.query_one(StatusBar).set_left(" · ".join(bits))
+
+    # ------------------------------------------------------------ actions
+
+    def target_runs(self) -> list[tuple[int, str, str, list[str]]]:
+        if self.snapshot is None:
+            return []
+        run = self.snapshot.run
+        return [(self.run_id, run["name"], run["status"], self.snapshot.tags)]
+
+    def action_toggle_log_scale(self) -> None:
+        self.log_scale = not self.log_scale
+        if self.snapshot is not None:
+            self._show_curves(self.snapshot)
+        self._update_left()
+
+    def action_smoothing(self, step: int) -> None:
+        self.smoothing_index = max(0, min(len(SMOOTHING) - 1, self.smoothing_index + step))
+        self._update_left()
+        self._wake.set()
+
+    def action_toggle_follow(self) -> None:
+        self.follow = not self.follow
+        log = self.query_one("#log-view", Log)
+        log.auto_scroll = self.follow
+        if self.follow:
+            log.scroll_end(animate=False)
+        self._update_left()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#detail-tabs", TabbedContent).active = tab
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self) -> None:
+        self._wake.set()

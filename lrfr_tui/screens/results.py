@@ -1,0 +1,167 @@
+"""The results board: runs x benchmarks (the paper's headline columns), best value per column
+highlighted; export the same matrix to CSV, Markdown or LaTeX."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from engine.errors import LrfrError
+from lrfr_tui import query
+from lrfr_tui.screens.dialogs import ChoiceDialog
+from lrfr_tui.tui_data import export_results, open_reader
+from lrfr_tui.widgets.status_bar import StatusBar
+from lrfr_tui.widgets.theme import theme_colour
+
+FORMATS = [("csv", "CSV (.csv)"), ("markdown", "Markdown (.md)"), ("latex", "LaTeX booktabs (.tex)")]
+
+
+def start_export(app: Any, fmt: str, filter_text: str, run_ids: list[int] | None = None) -> None:
+    """Write the export in a thread worker; a notification names the file (or the problem)."""
+
+    def job() -> None:
+        try:
+            conn = open_reader(app.db)
+            try:
+                path = export_results(conn, fmt, Path(app.db).parent, filter_text, app.now(), run_ids)
+            finally:
+                conn.close()
+        except LrfrError as exc:
+            app.notify(f"export failed: {exc}", severity="error", markup=False)
+            return
+        app.notify(f"results written to {path}", title="export", markup=False)
+
+    app.run_worker(job, thread=True, group="export", exit_on_error=False)
+
+
+def export_commands(app: Any, filter_text: Callable[[], str]) -> Iterable[SystemCommand]:
+    for fmt, label in FORMATS:
+        yield SystemCommand(f"Export results as {label}",
+                            "the results matrix of the runs matching the filter, written beside runs.db",
+                            partial(lambda f: start_export(app, f, filter_text()), fmt))
+
+
+class ResultsScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("e", "export", "Export"),
+        Binding("enter", "open_run", "Open run"),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, matrix: query.Matrix | None, error: str | None) -> None:
+            super().__init__()
+            self.matrix, self.error = matrix, error
+
+    def __init__(self, filter_text: str = "") -> None:
+        super().__init__()
+        self.filter_text = filter_text
+        self.matrix: query.Matrix | None = None
+        self.loads = 0
+        self._wake = threading.Event()
+        self._key: object = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="results-head", markup=False)
+        yield DataTable(id="board", cursor_type="row")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.data_signal.subscribe(self, lambda _: self._wake.set())
+        where = f"runs matching: {self.filter_text}" if self.filter_text.strip() else "every run with results"
+        self.query_one("#results-head", Static).update(
+            f"Results board: {where}. Best value per column highlighted; e exports (CSV / Markdown / LaTeX).")
+        self.query_one(StatusBar).set_left("results board")
+        self.query_one("#board", DataTable).focus()
+        self._poll()
+
+    def on_unmount(self) -> None:
+        self._wake.set()
+
+    @work(thread=True, exclusive=True, group="results-poll", exit_on_error=False)
+    def _poll(self) -> None:
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            try:
+                conn = open_reader(self.app.db)
+                try:
+                    filters = query.parse_filters(self.filter_text) if self.filter_text.strip() else []
+                    matrix = query.results_matrix(conn, filters=filters)
+                finally:
+                    conn.close()
+                self.post_message(self.Loaded(matrix, None))
+            except LrfrError as exc:
+                self.post_message(self.Loaded(None, str(exc)))
+            self._wake.wait(5 * self.app.poll_s)
+            self._wake.clear()
+
+    def on_results_screen_loaded(self, message: Loaded) -> None:
+        self.loads += 1
+        if message.error:
+            self.query_one("#results-head", Static).update(message.error)
+            return
+        matrix = message.matrix
+        key = (tuple(c.spec for c in matrix.columns), tuple((r.id, r.name, tuple(r.values)) for r in matrix.rows))
+        if key == self._key:
+            return
+        self._key = key
+        self.matrix = matrix
+        table = self.query_one("#board", DataTable)
+        keep = None
+        if table.row_count:
+            try:
+                keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            except Exception:  # noqa: BLE001 - an empty or changing table: no cursor to keep
+                keep = None
+        table.clear(columns=True)
+        table.add_column("id", key="id")
+        table.add_column("run", key="run")
+        for j, label in enumerate(matrix.labels()):
+            table.add_column(Text(label, justify="right"), key=f"c{j}")
+        best = matrix.best()
+        good = theme_colour(self.app, "text-success")
+        for i, (row, label) in enumerate(zip(matrix.rows, matrix.row_labels(), strict=True)):
+            cells: list[Any] = [Text(str(row.id), justify="right"), Text(label, no_wrap=True)]
+            for j, col in enumerate(matrix.columns):
+                text = query.format_value(col.metric, row.values[j])
+                style = f"bold {good}".strip() if i in best[j] else ("dim" if row.values[j] is None else "")
+                cells.append(Text(text, style=style, justify="right"))
+            table.add_row(*cells, key=str(row.id))
+        if keep is not None:
+            try:
+                table.move_cursor(row=table.get_row_index(keep))
+            except Exception:  # noqa: BLE001 - the run left the board
+                pass
+        self.query_one(StatusBar).set_left(f"results board · {len(matrix.rows)} runs × {len(matrix.columns)} columns")
+
+    def action_export(self) -> None:
+        def chosen(fmt: str | None) -> None:
+            if fmt:
+                start_export(self.app, fmt, self.filter_text)
+
+        self.app.push_screen(ChoiceDialog("Export the results matrix as", FORMATS), chosen)
+
+    @on(DataTable.RowSelected, "#board")
+    def action_open_run(self) -> None:
+        table = self.query_one("#board", DataTable)
+        if not table.row_count:
+            return
+        row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if row_key is not None:
+            self.app.open_run(int(row_key))
+
+    def palette_commands(self) -> Iterable[SystemCommand]:
+        yield from export_commands(self.app, lambda: self.filter_text)
