@@ -407,6 +407,8 @@ def export(fmt: Annotated[str | None, typer.Option(
            bench: BenchOpt = None, runs: RunsOpt = None, group: GroupOpt = None, where: WhereOpt = None,
            metric: MetricOpt = None,
            output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+           reference: Annotated[bool, typer.Option(
+               "--reference/--no-reference", help="append the paper's matching published rows")] = True,
            db: DbOpt = None) -> None:
     """Export the results matrix for a paper: csv, markdown or latex (booktabs, best in bold).
 
@@ -415,10 +417,14 @@ def export(fmt: Annotated[str | None, typer.Option(
     fmt = fmt or (FORMAT_SUFFIXES.get(output.suffix.lower()) if output else None) or "markdown"
     if fmt not in query.EXPORTERS:
         raise LrfrError(f"unknown export format {fmt!r}; choose one of: {', '.join(query.EXPORTERS)}")
+    from lrfr_tui.paper_layout import attach_references
+
     conn, _ = _open_read(db)
     matrix = _matrix(conn, runs, group, where, bench, metric, None)
     if not matrix.rows or not matrix.columns:
         raise LrfrError("nothing to export: no results for the selected runs and benchmarks")
+    if reference:
+        attach_references(conn, matrix, group)
     text = query.EXPORTERS[fmt](matrix)
     if output is None:
         sys.stdout.write(text)

@@ -111,3 +111,21 @@ def _reference_for(table: str | None, label: str, preset: str | None, published)
         if ref_table == "table3":  # LFW and XQLFW: the columns every preset run reports
             return ref_table, ref_label
     return None, ""
+
+
+def attach_references(conn: sqlite3.Connection, matrix: Matrix, group: str | None) -> Matrix:
+    """Add the matching published rows to a per-run matrix (for exports and the TUI's board)."""
+    from lrfr_tui.query import MatrixRow
+
+    if matrix.rows and matrix.columns:
+        layout = paper_table(conn, matrix, group)
+        matrix.references = [MatrixRow(0, ref.label, ref.values) for ref in layout.references]
+    return matrix
+
+
+def group_in_filter(text: str) -> str | None:
+    """The group a filter line selects (``group=NAME``), if any: its runs get their paper table's rows."""
+    for token in text.split():
+        if token.startswith("group="):
+            return token.split("=", 1)[1].strip('"') or None
+    return None

@@ -1009,6 +1009,8 @@ class Matrix:
     columns: list[Column]
     rows: list[MatrixRow]
     baseline: int | None = None
+    # Published numbers shown after the runs (see paper_layout.attach_references); never "best".
+    references: list[MatrixRow] = field(default_factory=list)
 
     def group_labels(self) -> list[str]:
         """Benchmark label per column, with the protocol where a benchmark shows several."""
@@ -1213,6 +1215,9 @@ def export_csv(matrix: Matrix) -> str:
     for row, label in zip(matrix.rows, matrix.row_labels(), strict=True):
         writer.writerow([row.id, label, *("" if v is None else format_value(c.metric, v)
                                           for c, v in zip(matrix.columns, row.values, strict=True))])
+    for ref in matrix.references:
+        writer.writerow(["", ref.name, *("" if v is None else format_value(c.metric, v)
+                                         for c, v in zip(matrix.columns, ref.values, strict=True))])
     return buf.getvalue()
 
 
@@ -1231,6 +1236,10 @@ def export_markdown(matrix: Matrix) -> str:
             text = format_value(col.metric, row.values[j])
             cells.append(f"**{text}**" if i in best[j] else text)
         lines.append(f"| {cell(label)} | " + " | ".join(cells) + " |")
+    for ref in matrix.references:
+        values = (format_value(c.metric, v) if v is not None else "" for c, v in zip(matrix.columns, ref.values,
+                                                                                      strict=True))
+        lines.append(f"| *{cell(ref.name)}* | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -1268,6 +1277,13 @@ def export_latex(matrix: Matrix) -> str:
             text = format_value(c.metric, row.values[j])
             text = "--" if text == "-" else latex_escape(text)
             cells.append(f"\\textbf{{{text}}}" if i in best[j] else text)
+        lines.append(" & ".join(cells) + " \\\\")
+    if matrix.references:
+        lines.append("\\midrule")
+    for ref in matrix.references:
+        cells = [f"\\textit{{{latex_escape(ref.name)}}}"]
+        for c, v in zip(matrix.columns, ref.values, strict=True):
+            cells.append("--" if v is None else f"\\textit{{{latex_escape(format_value(c.metric, v))}}}")
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"

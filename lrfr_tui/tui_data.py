@@ -596,6 +596,9 @@ def export_results(conn: sqlite3.Connection, fmt: str, directory: Path, filter_t
     matrix = query.results_matrix(conn, runs=list(run_ids) if run_ids else None, filters=filters)
     if not matrix.rows:
         raise LrfrError("no run with results to export")
+    from lrfr_tui.paper_layout import attach_references, group_in_filter
+
+    attach_references(conn, matrix, group_in_filter(filter_text))
     ext = {"csv": "csv", "markdown": "md", "latex": "tex"}[fmt]
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     path = directory / f"lrfr-results-{stamp}.{ext}"

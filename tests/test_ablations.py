@@ -94,3 +94,21 @@ def test_results_group_in_the_papers_layout_with_reference_rows(tmp_path):
                            capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
                                                                              "COLUMNS": "200"})
     assert "paper 4: MAug + Ours(1)" in human.stdout and "±" in human.stdout
+
+
+def test_exports_carry_the_published_rows(tmp_path):
+    db = tmp_path / "runs.db"
+    proc = subprocess.run([sys.executable, "-m", "lrfr_tui.cli", "ablate", "table4", "--base", "tiny", "--db", str(db),
+                           "--json"], capture_output=True, text=True, timeout=120)
+    out = json.loads(proc.stdout)
+    store = Store(db)
+    for run_id in out["runs"]:
+        store.add_results(run_id, [("lfw", "insightface_10fold", "acc", None, 0.95)])
+        store.mark_ended(run_id, "finished", 0)
+    for fmt, needle in (("markdown", "| *paper 4: MAug + Ours(1)* | 99.03 |"),
+                        ("latex", r"\textit{paper 4: Baseline} & \textit{99.42}"),
+                        ("csv", ",paper 4: Aug,98.65")):
+        proc = subprocess.run([sys.executable, "-m", "lrfr_tui.cli", "export", "--format", fmt, "--group", out["group"],
+                               "--db", str(db)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert needle in proc.stdout, proc.stdout

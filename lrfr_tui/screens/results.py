@@ -20,6 +20,7 @@ from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
 from lrfr_tui import query
+from lrfr_tui.paper_layout import attach_references, group_in_filter
 from lrfr_tui.screens.dialogs import ChoiceDialog
 from lrfr_tui.tui_data import export_results, open_reader
 from lrfr_tui.widgets.status_bar import StatusBar
@@ -100,6 +101,7 @@ class ResultsScreen(Screen):
                 try:
                     filters = query.parse_filters(self.filter_text) if self.filter_text.strip() else []
                     matrix = query.results_matrix(conn, filters=filters)
+                    attach_references(conn, matrix, group_in_filter(self.filter_text))
                 finally:
                     conn.close()
                 self.post_message(self.Loaded(matrix, None))
@@ -140,6 +142,11 @@ class ResultsScreen(Screen):
                 style = f"bold {good}".strip() if i in best[j] else ("dim" if row.values[j] is None else "")
                 cells.append(Text(text, style=style, justify="right"))
             table.add_row(*cells, key=str(row.id))
+        for n, ref in enumerate(matrix.references):
+            cells = [Text(""), Text(ref.name, style="italic dim", no_wrap=True)]
+            cells += [Text(query.format_value(c.metric, v) if v is not None else "", style="italic dim",
+                           justify="right") for c, v in zip(matrix.columns, ref.values, strict=True)]
+            table.add_row(*cells, key=f"ref-{n}")
         if keep is not None:
             try:
                 table.move_cursor(row=table.get_row_index(keep))
@@ -160,7 +167,7 @@ class ResultsScreen(Screen):
         if not table.row_count:
             return
         row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        if row_key is not None:
+        if row_key is not None and not row_key.startswith("ref-"):  # reference rows are no runs
             self.app.open_run(int(row_key))
 
     def palette_commands(self) -> Iterable[SystemCommand]:
