@@ -43,7 +43,7 @@ from urllib.parse import quote
 
 from engine.errors import LrfrError
 from lrfr_tui.migrations import SCHEMA_VERSION
-from lrfr_tui.store import STATUSES, Store, StoreError, runs_root
+from lrfr_tui.store import STATUSES, Store, StoreError, Transaction, runs_root
 
 FINAL_STATUSES = ("finished", "failed", "killed")
 OPERATORS = ("!=", "<=", ">=", "==", "=", "<", ">", "~")
@@ -1328,20 +1328,6 @@ def compare_runs(db: sqlite3.Connection | Store, run_ids: Sequence[int]) -> dict
 # ---------------------------------------------------------------- tags, notes, soft delete (writes)
 
 
-class _write:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an error): all of a command's changes or none."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
 @db_errors
 def set_tags(db: sqlite3.Connection | Store, run_id: int, tags: Sequence[str], remove: bool = False) -> list[str]:
     """Add (or remove) tags; returns the run's tags afterwards."""
@@ -1353,7 +1339,7 @@ def set_tags(db: sqlite3.Connection | Store, run_id: int, tags: Sequence[str], r
             raise LrfrError(f"tag {tag!r} is not valid: tags are non-empty and have no commas")
         clean.append(tag)
     run_ref(conn, run_id)
-    with _write(conn):
+    with Transaction(conn):
         if remove:
             conn.executemany("DELETE FROM tags WHERE run_id = ? AND tag = ?", [(run_id, t) for t in clean])
         else:
@@ -1367,7 +1353,7 @@ def add_note(db: sqlite3.Connection | Store, run_id: int, text: str) -> None:
     if not text.strip():
         raise LrfrError("a note needs some text")
     run_ref(conn, run_id)
-    with _write(conn):
+    with Transaction(conn):
         conn.execute("INSERT INTO notes VALUES (?, ?, ?)", (run_id, text, time.time()))
 
 
@@ -1384,7 +1370,7 @@ def set_deleted(db: sqlite3.Connection | Store, run_ids: Sequence[int], deleted:
             r = active[0]
             raise LrfrError(f"run {r['id']} is {r['status']}: stop it first, or pass --force to hide it anyway")
     changed = [r["id"] for r in runs if bool(r["deleted"]) != deleted]
-    with _write(conn):
+    with Transaction(conn):
         conn.executemany("UPDATE runs SET deleted = ? WHERE id = ?", [(int(deleted), i) for i in changed])
     return changed
 

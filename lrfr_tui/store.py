@@ -137,7 +137,7 @@ class Store:
         return int(row[0]) if row else None
 
     def transaction(self):
-        return _Transaction(self.conn)
+        return Transaction(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -303,7 +303,7 @@ class Store:
         return [dict(r) for r in self.conn.execute("SELECT kind, path FROM artifacts WHERE run_id=?", (run_id,))]
 
 
-class _Transaction:
+class Transaction:
     """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so a busy db waits, not fails mid-way."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

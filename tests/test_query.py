@@ -332,7 +332,8 @@ def test_results_matrix_and_baseline_deltas(db):
     data = json.loads(out)
     assert [c["spec"] for c in data["columns"]] == ["lfw.insightface_10fold.acc_std"]
     assert [r["id"] for r in data["rows"]] == [ids["maug"], ids["base"]]
-    code, out, _ = cli("results", "--db", str(path), "--group", "abl1", "-m", "lowres_lfw.acc@7", "--json")
+    code, out, _ = cli("results", "--db", str(path), "--group", "abl1", "--per-run", "-m", "lowres_lfw.acc@7",
+                       "--json")
     data = json.loads(out)
     assert [r["id"] for r in data["rows"]] == [ids["maug"]] and data["rows"][0]["values"] == [0.85]
 

@@ -38,10 +38,17 @@ class CheckReport:
 
 def _decode_all(report: CheckReport, sources: Iterable[tuple[str, Path | bytes]],
                 progress: Callable[[int], None] | None) -> None:
-    for i, (label, source) in enumerate(sources):
+    _count_readable(report, (lambda label=label, src=src: decode_image(src, None, label) for label, src in sources),
+                    progress)
+
+
+def _count_readable(report: CheckReport, reads: Iterable[Callable[[], object]],
+                    progress: Callable[[int], None] | None) -> None:
+    """Run each read, counting images and the unreadable ones (listing the first MAX_LISTED)."""
+    for i, read in enumerate(reads):
         report.images += 1
         try:
-            decode_image(source, None, label)
+            read()
         except DatasetError as exc:
             report.unreadable_count += 1
             if len(report.unreadable) < MAX_LISTED:
@@ -77,16 +84,7 @@ def _check_recordio(entry, path, report, progress):
     rec = path if path.is_file() else path / "train.rec"
     ds = RecordIODataset(rec, rec.with_suffix(".idx"), on_error="raise", size=None)
     report.identities = ds.num_classes
-    for i in range(len(ds)):
-        report.images += 1
-        try:
-            ds[i]
-        except DatasetError as exc:
-            report.unreadable_count += 1
-            if len(report.unreadable) < MAX_LISTED:
-                report.unreadable.append(str(exc))
-        if progress is not None and i % 100 == 0:
-            progress(i)
+    _count_readable(report, (lambda i=i: ds[i] for i in range(len(ds))), progress)
 
 
 def _check_bin(entry, path, report, progress):
