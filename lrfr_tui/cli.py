@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
         if cli_tui.should_open_tui(args):
             cli_tui.run_tui()
             return
+        if not args:  # not a terminal: the help, as a successful answer
+            args = ["--help"]
         code = app(args=args, standalone_mode=False)
     except LrfrError as exc:
         print(f"lrfr: error: {exc}", file=sys.stderr)  # one unwrapped line, whatever the terminal width
