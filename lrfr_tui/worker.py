@@ -85,6 +85,9 @@ class StoreReporter(Reporter):
         self.last_flush = time.monotonic()
 
     def event(self, kind: str, message: str, **fields: Any) -> None:
+        if kind == "checkpoint" and isinstance(fields.get("step"), int):
+            # Progress is the checkpoint's step too: metrics are only logged every log_every steps.
+            self.step = max(self.step, fields["step"])
         self.flush()  # so an event never appears ahead of the metrics that preceded it
         self.store.add_event(self.run_id, kind, message, fields)
 
