@@ -145,8 +145,10 @@ class Store:
     # ------------------------------------------------------------ runs
 
     def create_run(self, config: dict[str, Any], flat_params: dict[str, Any], command: str,
-                   status: str = "queued", parent_id: int | None = None, launcher: str = "local",
+                   status: str = "queued", parent_id: int | None = None, launcher: str | None = None,
                    group: str | None = None) -> int:
+        """Record a run. ``launcher`` defaults to the config's ``launch.launcher``; "foreground" and
+        "eval" mark runs executed by the CLI process itself."""
         now = time.time()
         launch = config.get("launch", {})
         with self.transaction():
@@ -156,8 +158,8 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                 "  (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM runs))",
                 (config.get("name") or config.get("preset") or "run", config.get("preset") or None, status, now,
-                 socket.gethostname(), git_commit(), command, launch.get("launcher", launcher) if launcher == "local"
-                 else launcher, parent_id, json.dumps(config, sort_keys=True), group, int(launch.get("gpus", 0))),
+                 socket.gethostname(), git_commit(), command, launcher or launch.get("launcher", "local"),
+                 parent_id, json.dumps(config, sort_keys=True), group, int(launch.get("gpus", 0))),
             )
             run_id = int(cur.lastrowid)
             self.conn.executemany("INSERT INTO params VALUES (?, ?, ?)",
