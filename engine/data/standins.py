@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from engine.data.atomic import swap_in
 from engine.data.binpack import write_bin
 from engine.data.pairs import PairEntry, write_atomic, write_pairs
 from engine.data.synthetic import GENERATOR_VERSION, render_face
@@ -87,19 +87,6 @@ def _noisy(img: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Im
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), img.mode)
 
 
-def _swap_in(tmp: Path, root: Path) -> None:
-    """Move the finished ``tmp`` to ``root``, replacing whatever was there."""
-    if root.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-        os.replace(root, trash / "old")
-        shutil.rmtree(trash, ignore_errors=True)
-    try:
-        os.replace(tmp, root)
-    except OSError:
-        if not root.exists():  # not a lost race with another writer of the same tree
-            raise
-
-
 def _write_tree(root: Path | str, build: Callable[[Path], None]) -> Path:
     root = Path(root)
     try:
@@ -109,7 +96,7 @@ def _write_tree(root: Path | str, build: Callable[[Path], None]) -> Path:
         raise DatasetError(f"cannot create a stand-in dataset next to {root}: {exc}") from None
     try:
         build(tmp)
-        _swap_in(tmp, root)
+        swap_in(tmp, root)
     except OSError as exc:
         raise DatasetError(f"cannot write the stand-in dataset {root}: {exc}") from None
     finally:

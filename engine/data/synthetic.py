@@ -35,6 +35,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
+from engine.data.atomic import swap_in
 from engine.errors import DatasetError
 
 GENERATOR_NAME = "lrfr-synthetic-faces"
@@ -580,28 +581,14 @@ class SyntheticFaces:
                     Image.fromarray(arr, "RGB").save(folder / f"{sample:03d}.png", compress_level=1)
             # The manifest is the completion marker: written last, inside the folder being renamed.
             (tmp / MANIFEST).write_text(json.dumps(expected, indent=2))
-            self._swap_in(tmp, root, expected)
+            # Another process that finished first keeps its (identical) cache.
+            swap_in(tmp, root, lambda path: self.is_complete(path, expected))
         except OSError as exc:
             raise DatasetError(f"cannot write the synthetic face cache {root}: {exc}") from None
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return root
-
-    def _swap_in(self, tmp: Path, root: Path, expected: dict) -> None:
-        if root.exists():
-            if self.is_complete(root, expected):  # another process finished first: keep theirs
-                return
-            # A stale or different cache: move it aside (atomic), then delete it.
-            trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-            os.replace(root, trash / "old")
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            # Lost a race with another writer that created root in between; fine if theirs is complete.
-            if not self.is_complete(root, expected):
-                raise
 
 
 def materialise(root: Path | str, num_identities: int, images_per_identity: int, seed: int,
