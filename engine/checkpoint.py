@@ -15,10 +15,18 @@ LAST = "checkpoint.pt"
 
 def save_atomic(state: dict[str, Any], path: Path) -> Path:
     """Write to a temp file beside ``path`` and rename: a crash never leaves a torn checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    for attempt in range(3):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+            return path
+        except (OSError, RuntimeError):
+            # The run directory (or our temp file) was deleted under us mid-write: make it again and
+            # rewrite. A lasting problem (a full disk) still raises after the last attempt.
+            if attempt == 2:
+                raise
     return path
 
 
