@@ -210,10 +210,6 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     return cfg
 
 
-def to_json(cfg: RunConfig) -> str:
-    return json.dumps(to_dict(cfg), sort_keys=True)
-
-
 # ---------------------------------------------------------------- setting values
 
 

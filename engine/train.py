@@ -382,7 +382,9 @@ def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resum
                 epoch_done = step % steps_per_epoch == 0
                 if epoch_done and (step // steps_per_epoch) % cfg.train.checkpoint_every_epochs == 0:
                     save(f"epoch {step // steps_per_epoch}")
-                if _stop_requested(stop, env):
+                # Under DDP the ranks agree on a stop only at log steps: one small all-reduce there
+                # instead of a host sync every step (a SIGTERM then waits at most log_every steps).
+                if (env.world_size == 1 or step % cfg.train.log_every == 0) and _stop_requested(stop, env, device):
                     path = save(f"stop: {stop.reason or 'requested'}")
                     raise TrainingInterrupted(step, path, stop.reason or "requested")
                 if step >= total_steps:
@@ -392,11 +394,11 @@ def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resum
     return TrainResult(module.backbone, step, total_steps, final, time.perf_counter() - t_start, device)
 
 
-def _stop_requested(stop: StopFlag, env: DistEnv) -> bool:
+def _stop_requested(stop: StopFlag, env: DistEnv, device: torch.device) -> bool:
     """All ranks must agree to stop at the same step, or DDP would hang in the next all-reduce."""
     if env.world_size == 1:
         return bool(stop)
-    flag = torch.tensor([1 if stop else 0])
+    flag = torch.tensor([1 if stop else 0], device=device)  # NCCL reduces CUDA tensors only
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     if flag.item() and not stop.reason:
         stop.reason = "stop on another rank"

@@ -10,7 +10,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import click
 import typer
@@ -111,39 +111,29 @@ def run_in_foreground(store, path: Path, run_id: int, as_json: bool) -> None:
     with ProgressReporter(err, f"run {run_id}") as progress:
         code = execute_run(path, run_id, extra=progress)
     record = store.get_run(run_id)
-    results = store.results(run_id)
     if as_json:
-        print(json.dumps({"run": run_id, "status": record.status, "results": results}, indent=2))
+        print(json.dumps({"run": run_id, "status": record.status, "results": store.results(run_id)}, indent=2))
     else:
-        _print_results(run_id, record.status, results)
+        _print_results(store, run_id)
     if code != 0:
         err.print(f"run {run_id} {record.status}: {record.failure_reason or 'see its train.log'}")
         raise typer.Exit(code)
 
 
-# The headline numbers of each benchmark; everything else is in runs.db and `--json`.
-HEADLINE_METRICS = ("acc", "rank1_d1", "rank1_d2", "rank1_d3", "rank1_mean", "rank1", "rank5", "mAP")
+def _print_results(store, run_id: int, benches: list[str] | None = None) -> None:
+    """A run's headline numbers (the columns `lrfr results` shows), one line each."""
+    from lrfr_tui import query
 
-
-def _print_results(run_id: int, status: str, results: list[dict[str, Any]]) -> None:
-    """One row per benchmark/protocol/metric, one column per resolution (native first, then HR down)."""
-    resolutions = sorted({r["resolution"] for r in results if r["resolution"] is not None}, reverse=True)
-    columns: list[int | None] = ([None] if any(r["resolution"] is None for r in results) else []) + resolutions
-    table = Table(title=f"run {run_id}: {status}", box=None)
-    table.add_column("benchmark / protocol / metric")
-    for res in columns:
-        table.add_column("native" if res is None else "HR" if res >= 112 else f"{res} px", justify="right")
-    rows: dict[str, dict[int | None, float]] = {}
-    for r in results:
-        if r["metric"] in HEADLINE_METRICS:
-            rows.setdefault(f"{r['benchmark']} / {r['protocol']} / {r['metric']}", {})[r["resolution"]] = r["value"]
-    for label, values in rows.items():
-        table.add_row(label, *(_fmt(values.get(res)) for res in columns))
+    matrix = query.results_matrix(store.conn, runs=[run_id], benches=benches)
+    table = Table(title=f"run {run_id}: {store.get_run(run_id).status}", box=None)
+    table.add_column("benchmark")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    previous = None
+    for group_label, col, value in zip(matrix.group_labels(), matrix.columns, matrix.rows[0].values, strict=True):
+        table.add_row(group_label if group_label != previous else "", col.short, query.format_value(col.metric, value))
+        previous = group_label
     out.print(table)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
 
 
 @data_app.command("add")
@@ -253,11 +243,11 @@ def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate thi
     with ProgressReporter(err, f"eval run {run_id}", advance_on="evaluate") as progress:
         progress.start(len(cfg.eval.benchmarks), 0)
         evaluate_into_run(path, run_id, net, cfg, torch_device, extra=progress, finish_run=owns_run)
-    results = [r for r in store.results(run_id) if r["benchmark"] in cfg.eval.benchmarks]
     if as_json:
+        results = [r for r in store.results(run_id) if r["benchmark"] in cfg.eval.benchmarks]
         print(json.dumps({"run": run_id, "results": results}, indent=2))
     else:
-        _print_results(run_id, store.get_run(run_id).status, results)
+        _print_results(store, run_id, benches=cfg.eval.benchmarks)
 
 
 def _main_rank():

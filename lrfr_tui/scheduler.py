@@ -29,7 +29,7 @@ from engine.config import LaunchConfig
 from engine.errors import LrfrError
 from lrfr_tui.gpus import GpuDiscovery, GpuDiscoveryError, discover_gpus
 from lrfr_tui.launchers import Handle, Launcher, LaunchRequest, LocalLauncher
-from lrfr_tui.launchers.local import pid_is_worker
+from lrfr_tui.launchers.local import pid_is_worker, terminate_then_kill
 from lrfr_tui.store import Run, Store, runs_root
 
 # A run on another host (we cannot see its pid) is dead when it has not beaten for this long.
@@ -245,7 +245,10 @@ def stop_run(store: Store, run: Run, grace_s: float = 60.0, scheduler: Scheduler
     if launcher_name != "slurm" and run.host != socket.gethostname():
         raise LrfrError(f"run {run.id} runs on {run.host}; kill it from that machine")
     if launcher_name in ("foreground", "eval"):
-        _signal_foreground(run, grace_s)
+        # A foreground `lrfr run` is the CLI process itself, not a group of ours: signal just it.
+        pid = run.pid
+        terminate_then_kill(lambda sig: os.kill(pid, sig), lambda: pid_is_worker(pid, run.id, marker="lrfr"),
+                            grace_s)
     else:
         launcher.stop(handle, run.id, grace_s=grace_s)
     deadline = time.monotonic() + grace_s + 5
@@ -260,27 +263,3 @@ def stop_run(store: Store, run: Run, grace_s: float = 60.0, scheduler: Scheduler
     store.conn.execute("UPDATE runs SET status='killed', ended=?, failure_reason=? WHERE id=? AND status='running'",
                        (time.time(), "killed by SIGKILL after the grace period", run.id))
     return store.get_run(run.id).status
-
-
-def _signal_foreground(run: Run, grace_s: float) -> None:
-    """A foreground `lrfr run` is the CLI process itself (not a group of ours): signal just it."""
-    import signal
-    import threading
-
-    try:
-        os.kill(run.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-
-    def force() -> None:
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if not pid_is_worker(run.pid, run.id, marker="lrfr"):
-                return
-            time.sleep(0.2)
-        try:
-            os.kill(run.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    threading.Thread(target=force, daemon=True).start()

@@ -28,3 +28,25 @@ def swap_in(tmp: Path, root: Path, keep_existing: Callable[[Path], bool] | None 
         # A writer that created root in between won the race: fine if what it wrote is complete.
         if not (keep_existing or Path.exists)(root):
             raise
+
+
+def build_atomically(root: Path, build: Callable[[Path], None], what: str,
+                     keep_existing: Callable[[Path], bool] | None = None) -> Path:
+    """Run ``build(tmp)`` in a temp folder beside ``root``, then ``swap_in``; the temp folder never
+    outlives the call. An OS error becomes a DatasetError naming ``what`` and ``root``."""
+    from engine.errors import DatasetError
+
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    except OSError as exc:
+        raise DatasetError(f"cannot create {what} next to {root}: {exc}") from None
+    try:
+        build(tmp)
+        swap_in(tmp, root, keep_existing)
+    except OSError as exc:
+        raise DatasetError(f"cannot write {what} {root}: {exc}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root

@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from engine.data.atomic import swap_in
+from engine.data.atomic import build_atomically
 from engine.data.binpack import write_bin
 from engine.data.pairs import PairEntry, write_atomic, write_pairs
 from engine.data.synthetic import GENERATOR_VERSION, render_face
@@ -88,21 +86,7 @@ def _noisy(img: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Im
 
 
 def _write_tree(root: Path | str, build: Callable[[Path], None]) -> Path:
-    root = Path(root)
-    try:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    except OSError as exc:
-        raise DatasetError(f"cannot create a stand-in dataset next to {root}: {exc}") from None
-    try:
-        build(tmp)
-        swap_in(tmp, root)
-    except OSError as exc:
-        raise DatasetError(f"cannot write the stand-in dataset {root}: {exc}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return build_atomically(Path(root), build, "the stand-in dataset")
 
 
 # ---------------------------------------------------------------------------------------------- LFW family

@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,8 +33,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from engine.data.atomic import swap_in
-from engine.errors import DatasetError
+from engine.data.atomic import build_atomically
 
 GENERATOR_NAME = "lrfr-synthetic-faces"
 GENERATOR_VERSION = 2
@@ -566,12 +563,8 @@ class SyntheticFaces:
         expected = self.manifest(num_identities, images_per_identity, seed, first_identity)
         if self.is_complete(root, expected):
             return root
-        try:
-            root.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-        except OSError as exc:
-            raise DatasetError(f"cannot create the synthetic face cache next to {root}: {exc}") from None
-        try:
+
+        def build(tmp: Path) -> None:
             for ident in range(first_identity, first_identity + num_identities):
                 folder = tmp / f"{ident:05d}"
                 folder.mkdir()
@@ -581,14 +574,10 @@ class SyntheticFaces:
                     Image.fromarray(arr, "RGB").save(folder / f"{sample:03d}.png", compress_level=1)
             # The manifest is the completion marker: written last, inside the folder being renamed.
             (tmp / MANIFEST).write_text(json.dumps(expected, indent=2))
-            # Another process that finished first keeps its (identical) cache.
-            swap_in(tmp, root, lambda path: self.is_complete(path, expected))
-        except OSError as exc:
-            raise DatasetError(f"cannot write the synthetic face cache {root}: {exc}") from None
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return root
+
+        # Another process that finished first keeps its (identical) cache.
+        return build_atomically(root, build, "the synthetic face cache",
+                                keep_existing=lambda path: self.is_complete(path, expected))
 
 
 def materialise(root: Path | str, num_identities: int, images_per_identity: int, seed: int,

@@ -18,8 +18,6 @@ EmbedFn = Callable[[Tensor], Tensor]  # float N x 3 x H x W in [-1, 1] -> N x D 
 def as_embed_fn(model: nn.Module | EmbedFn) -> EmbedFn:
     """Put a module in eval mode; exported programs (torch.export) are already fixed in it."""
     if isinstance(model, nn.Module):
-        if hasattr(model, "forward_features"):  # an engine backbone: weights channels-last like the input
-            model.to(memory_format=torch.channels_last)
         try:
             model.eval()
         except NotImplementedError:  # torch.export's module(): no train/eval switch, traced in eval mode

@@ -8,11 +8,11 @@ in the scheduler's terminal does not), ``CUDA_VISIBLE_DEVICES`` for its GPUs, an
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import LrfrError
@@ -49,6 +49,28 @@ def pid_is_worker(pid: int, run_id: int, marker: str = "lrfr_tui.worker") -> boo
     return any(marker in a for a in args)
 
 
+def terminate_then_kill(send: Callable[[int], None], alive: Callable[[], bool], grace_s: float) -> None:
+    """SIGTERM now (the trainer checkpoints and exits); SIGKILL from a background thread if still
+    ``alive()`` after ``grace_s``. ``send(sig)`` delivers a signal (to a group or one pid)."""
+    try:
+        send(signal.SIGTERM)
+    except ProcessLookupError:
+        return
+
+    def force() -> None:
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not alive():
+                return
+            time.sleep(0.2)
+        try:
+            send(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    threading.Thread(target=force, daemon=True).start()
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -76,8 +98,6 @@ class LocalLauncher(Launcher):
 
     def start(self, request: LaunchRequest) -> Handle:
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
-        if len(request.gpus) > 1 and shutil.which(request.python) is None and not Path(request.python).exists():
-            raise LrfrError(f"cannot start torchrun: {request.python} not found")
         with request.log_path.open("ab") as log:
             try:
                 child = subprocess.Popen(self.command(request), stdin=subprocess.DEVNULL, stdout=log,
@@ -104,30 +124,6 @@ class LocalLauncher(Launcher):
     def stop(self, handle: Handle, run_id: int, grace_s: float = 60.0) -> None:
         if handle.pid is None:
             return
-        try:
-            os.killpg(handle.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        # The trainer checkpoints on SIGTERM; force the group only if it has not exited in time.
-        threading.Thread(target=self._force_after, args=(handle, run_id, grace_s), daemon=True).start()
-
-    def _force_after(self, handle: Handle, run_id: int, grace_s: float) -> None:
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if not self.is_alive(handle, run_id) and not _group_alive(handle.pid):
-                return
-            time.sleep(0.2)
-        try:
-            os.killpg(handle.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def wait(self, handle: Handle, timeout: float | None = None) -> int | None:
-        """Exit code of a child this launcher started (None if not ours or still running)."""
-        child = self._children.get(handle.pid) if handle.pid else None
-        if child is None:
-            return None
-        try:
-            return child.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        pgid = handle.pid
+        terminate_then_kill(lambda sig: os.killpg(pgid, sig),
+                            lambda: self.is_alive(handle, run_id) or _group_alive(pgid), grace_s)

@@ -81,7 +81,6 @@ class DetailScreen(RunActions, Screen):
         self._results_key: object = None
         self._artifacts_key: object = None
         self._config_shown = ""
-        self._log_lines = 0
 
     @property
     def smoothing(self) -> float:
@@ -234,13 +233,11 @@ class DetailScreen(RunActions, Screen):
         log = self.query_one("#log-view", Log)
         if snap.log_reset:
             log.clear()
-            self._log_lines = 0
             if snap.log_path is None:
                 log.write_line("(no log yet: the run has not started)" if snap.run["status"] == "queued"
                                else "(no log file found for this run)")
         if snap.log_lines:
             log.write_lines(snap.log_lines)
-            self._log_lines += len(snap.log_lines)
 
     def _show_config(self, snap: DetailSnapshot) -> None:
         raw = snap.run.get("config") or "{}"
