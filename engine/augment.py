@@ -18,7 +18,8 @@ whatever device the images live on.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from types import MappingProxyType
@@ -36,6 +37,7 @@ from engine.errors import ConfigError
 __all__ = [
     "SAMPLER_PRESETS",
     "ResolutionSampler",
+    "check_distinct_resolutions",
     "degrade",
     "degrade_pil",
     "make_pair",
@@ -250,6 +252,14 @@ def _resolutions_per_sample(r: int | Tensor, n: int) -> list[int]:
 # --------------------------------------------------------------------------------------------------------
 
 
+def check_distinct_resolutions(resolutions: Sequence[int], key: str = "augment.resolutions") -> None:
+    """Each resolution once, with its one weight: the rule ``ResolutionSampler`` and config validation share."""
+    repeated = sorted(r for r, n in Counter(resolutions).items() if n > 1)
+    if repeated:
+        raise ConfigError(f"{key}={list(resolutions)!r} is not valid: each resolution may appear only once "
+                          f"(repeated: {', '.join(map(str, repeated))})")
+
+
 @dataclass(frozen=True)
 class ResolutionSampler:
     """Draws the LR resolution r of each sample from ``resolutions`` with probabilities ``weights / sum``.
@@ -270,8 +280,7 @@ class ResolutionSampler:
         for v in resolutions:
             if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
                 raise ConfigError(f"augment: resolutions must be positive integers (px), got {v!r}")
-        if len(set(resolutions)) != len(resolutions):
-            raise ConfigError(f"augment: resolutions must be distinct, got {list(resolutions)}")
+        check_distinct_resolutions(resolutions)
         for wgt in weights:
             if isinstance(wgt, bool) or not isinstance(wgt, Real) or not math.isfinite(wgt) or wgt < 0:
                 raise ConfigError(f"augment: weights must be finite numbers >= 0, got {wgt!r}")

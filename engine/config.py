@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -203,10 +205,14 @@ def flatten(cfg: RunConfig) -> dict[str, Any]:
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
-    """Build and validate a config from a nested dict (as stored in runs.db or a preset)."""
+    """Build and validate a config from a nested dict (as stored in runs.db or a checkpoint).
+
+    The checks that depend on this machine (``validate(..., here=True)``) are left out: the config was
+    checked where it was queued, and a checkpoint trained on a GPU must still load for analysis on a CPU.
+    """
     cfg = RunConfig()
     _apply_nested(cfg, data, origin="config")
-    validate(cfg)
+    validate(cfg, here=False)
     return cfg
 
 
@@ -250,9 +256,14 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        # inf passes range checks such as "> 0" and nan fails them with a confusing message; both only
+        # break once training runs. One rule here covers every float key (list items included).
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -302,8 +313,18 @@ def parse_override(text: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- validation
 
 
-def validate(cfg: RunConfig) -> None:
-    """Raise ConfigError naming the key for any value outside its allowed range."""
+# train.device: auto, cpu, cuda or cuda:N (N a non-negative integer).
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+# Strings that end up in a Slurm batch script (as #SBATCH values): Slurm names, nothing a shell or
+# sbatch could read as a new line, a comment or an expansion.
+_SLURM_NAME_RE = re.compile(r"[A-Za-z0-9_.,+-]*")
+
+
+def validate(cfg: RunConfig, *, here: bool = True) -> None:
+    """Raise ConfigError naming the key for any value outside its allowed range.
+
+    ``here``: also check what depends on this machine (a CUDA device for a run that is not sent to Slurm).
+    """
     flat = flatten(cfg)
     for key, allowed in CHOICES.items():
         if flat[key] not in allowed:
@@ -348,8 +369,10 @@ def validate(cfg: RunConfig) -> None:
     check(0 < cfg.schedule.gamma <= 1, "schedule.gamma", "must be in (0, 1]")
     check(cfg.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
     check(cfg.schedule.max_steps >= 0, "schedule.max_steps", "must be >= 0 (0 = no cap)")
-    check(cfg.train.device == "auto" or cfg.train.device == "cpu" or cfg.train.device.startswith("cuda"),
-          "train.device", "use auto, cpu, cuda or cuda:N")
+    check(_DEVICE_RE.fullmatch(cfg.train.device) is not None, "train.device",
+          "use auto, cpu, cuda or cuda:N")
+    if here:
+        _check_device_here(cfg)
     check(cfg.train.log_every >= 1, "train.log_every", "must be >= 1")
     check(cfg.train.checkpoint_every_epochs >= 1, "train.checkpoint_every_epochs", "must be >= 1")
     check(all(r >= 1 for r in cfg.eval.resolutions), "eval.resolutions", "must be positive")
@@ -364,12 +387,33 @@ def validate(cfg: RunConfig) -> None:
     check(cfg.launch.slurm_time_min >= 0, "launch.slurm_time_min", "must be >= 0 (0 = partition default)")
     check(cfg.launch.slurm_cpus_per_task >= 1, "launch.slurm_cpus_per_task", "must be >= 1")
     check(cfg.launch.slurm_mem_gb >= 0, "launch.slurm_mem_gb", "must be >= 0")
+    check(_SLURM_NAME_RE.fullmatch(cfg.launch.slurm_partition) is not None, "launch.slurm_partition",
+          "use letters, digits and _ . , + - only (a Slurm partition name or list)")
+    from engine.augment import check_distinct_resolutions  # local import: augment pulls in torch
+
+    check_distinct_resolutions(cfg.augment.resolutions, key="augment.resolutions")
     from engine.evaluate import list_benchmarks  # local import: avoids a cycle at import time
 
     known = list_benchmarks()
     for bench in cfg.eval.benchmarks:
         if bench not in known:
             raise ConfigError(f"eval.benchmarks: unknown benchmark {bench!r}; choose from: {', '.join(known)}")
+
+
+def _check_device_here(cfg: RunConfig) -> None:
+    """A CUDA device must exist on this machine, unless the run goes to Slurm (it runs on a GPU node)."""
+    device = cfg.train.device
+    if not device.startswith("cuda") or cfg.launch.launcher == "slurm":
+        return
+    import torch  # local import: only a CUDA setting needs it
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"train.device={device!r} is not valid: CUDA is not available on this machine "
+                          "(use auto or cpu, or launch.launcher=slurm)")
+    index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"train.device={device!r} is not valid: this machine has {count} CUDA device(s) "
+                          f"(cuda:0 to cuda:{count - 1})")
 
 
 # ---------------------------------------------------------------- presets

@@ -44,6 +44,9 @@ FINISHED_STATES = frozenset({
 })
 PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
 SQUEUE_TIMEOUT_S = 30.0
+# submitit shell-quotes every value it writes into the batch script, but a quoted line break still ends an
+# ``#SBATCH`` comment line, and what follows it runs as a shell command: such values are refused.
+LINE_BREAKS = ("\n", "\r", "\0")
 
 
 def job_name(run_id: int) -> str:
@@ -141,7 +144,39 @@ class SlurmLauncher(Launcher):
             params["mem"] = f"{int(launch.slurm_mem_gb)}G"
         return params
 
+    def check_script_values(self, request: LaunchRequest) -> dict:
+        """The executor parameters, after checking every value the batch script will hold; LrfrError if unsafe.
+
+        The launch config is validated already (``engine.config.validate``); the paths (runs.db's folder,
+        the run folder, the Python executable) come from elsewhere and are checked here.
+        """
+        params = self.executor_parameters(request)
+        values = {"python executable": request.python, "run folder": str(self._folder(request))}
+        for key, value in params.items():
+            for sub, item in (value.items() if isinstance(value, dict) else [("", value)]):
+                values[f"--{(sub or key).replace('_', '-')}"] = str(item)
+        for what, value in values.items():
+            if any(c in value for c in LINE_BREAKS):
+                raise LrfrError(f"cannot submit run {request.run_id} to Slurm: the {what} value {value!r} "
+                                "contains a line break, which would end a line of the sbatch script")
+        return params
+
+    @staticmethod
+    def _folder(request: LaunchRequest) -> Path:
+        return (request.run_dir / "slurm").expanduser().absolute()  # as submitit stores it
+
+    def sbatch_script(self, request: LaunchRequest) -> str:
+        """The batch script ``start`` has submitit write for ``request`` (made here without a cluster)."""
+        from submitit.slurm.slurm import _make_sbatch_string
+
+        params = self.check_script_values(request)
+        folder = self._folder(request)
+        # submitit's SlurmExecutor._submitit_command_str, with our python (SlurmExecutor needs srun to exist).
+        command = " ".join([shlex.quote(request.python), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+        return _make_sbatch_string(command=command, folder=folder, **params)
+
     def start(self, request: LaunchRequest) -> Handle:
+        params = self.check_script_values(request)
         for tool in ("sbatch", "squeue", "srun"):
             _require(tool)
         try:
@@ -149,11 +184,11 @@ class SlurmLauncher(Launcher):
         except ImportError:
             raise LrfrError("cannot submit to Slurm: the submitit package is not installed "
                             "(pip install submitit)") from None
-        folder = request.run_dir / "slurm"
+        folder = self._folder(request)
         folder.mkdir(parents=True, exist_ok=True)
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         executor = submitit.SlurmExecutor(folder=folder, python=shlex.quote(request.python))
-        executor.update_parameters(**self.executor_parameters(request))
+        executor.update_parameters(**params)
         cwd = request.db.resolve().parent
         try:
             # submitit prints sbatch's stderr on failure; it goes into the error message instead.
