@@ -6,11 +6,14 @@ diagnostics. Errors a user can cause end in one ``lrfr: error: ...`` line and ex
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shlex
+import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import click
 import typer
@@ -92,8 +95,11 @@ def run(preset: PresetOpt = None, overrides: SetOpt = None, config_file: ConfigO
     path = db_path(db)
     store = Store(path)
     command = shlex.join(["lrfr", *sys.argv[1:]])
-    launcher = cfg.launch.launcher if queue else "foreground"
-    run_id = store.create_run(to_dict(cfg), flatten(cfg), command, launcher=launcher, group=group)
+    if queue:
+        run_id = store.create_run(to_dict(cfg), flatten(cfg), command, launcher=cfg.launch.launcher, group=group)
+    else:  # running from its first row: no scheduler can claim it while torch imports
+        run_id = store.create_run(to_dict(cfg), flatten(cfg), command, status="running", pid=os.getpid(),
+                                  launcher="foreground", group=group)
     if queue:
         if as_json:
             print(json.dumps({"run": run_id, "status": "queued"}))
@@ -116,7 +122,8 @@ def run_in_foreground(store, path: Path, run_id: int, as_json: bool) -> None:
     else:
         _print_results(store, run_id)
     if code != 0:
-        err.print(f"run {run_id} {record.status}: {record.failure_reason or 'see its train.log'}")
+        err.print(f"run {run_id} {record.status}: {record.failure_reason or 'see its train.log'}", soft_wrap=True,
+                  markup=False, highlight=False)
         raise typer.Exit(code)
 
 
@@ -233,12 +240,14 @@ def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate thi
         set_value(cfg, *parse_override(text))
     if bench:
         cfg.eval.benchmarks = list(bench)
+    cfg.train.device = str(torch_device)  # what this evaluation runs on, not what the training used
     validate(cfg)
     command = shlex.join(["lrfr", *sys.argv[1:]])
     owns_run = run_id is None
     if owns_run:
         cfg.name = f"eval:{(model or checkpoint).name}"
-        run_id = store.create_run(to_dict(cfg), flatten(cfg), command, status="queued", launcher="eval")
+        run_id = store.create_run(to_dict(cfg), flatten(cfg), command, status="running", pid=os.getpid(),
+                                  launcher="eval")
         err.print(f"evaluation run {run_id} recorded in {path}")
     with ProgressReporter(err, f"eval run {run_id}", advance_on="evaluate") as progress:
         progress.start(len(cfg.eval.benchmarks), 0)
@@ -256,28 +265,123 @@ def _main_rank():
     return DistEnv()
 
 
+def _click_exception_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...],
+                                        tuple[type[BaseException], ...]]:
+    """(ClickException, UsageError, Abort) classes of every click the app may raise from.
+
+    Typer >= 0.2x bundles its own copy of click (``typer._click``) whose exceptions are unrelated to
+    those of the separately installed ``click``; older Typers raise ``click``'s. Catch both.
+    """
+    modules = [click.exceptions]
+    try:
+        from typer._click import exceptions as bundled
+    except ImportError:  # a Typer that uses the installed click
+        pass
+    else:
+        modules.append(bundled)
+    errors = tuple(m.ClickException for m in modules)
+    usage = tuple(m.UsageError for m in modules)
+    aborts = tuple(m.Abort for m in modules if hasattr(m, "Abort"))
+    try:
+        from typer.exceptions import Abort as TyperAbort
+        from typer.exceptions import TyperException
+    except ImportError:
+        pass
+    else:
+        errors += (TyperException,)  # the bundled ClickException's base
+        aborts += (TyperAbort,)
+    return errors, usage, aborts
+
+
+_CLICK_ERRORS, _USAGE_ERRORS, _ABORTS = _click_exception_classes()
+
+# Errors of the environment (not of lrfr) that a user fixes: one line, not a traceback.
+_USER_OS_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _usage_line(exc: BaseException) -> str:
+    """A click usage error as one line, with where to look for the right usage."""
+    message = _one_line(exc.format_message())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        message += f" (see '{ctx.command_path} {ctx.help_option_names[0]}')"
+    return message
+
+
+def _runs_db(args: list[str]) -> Path | None:
+    """The runs database a command line works on: its --db, else the default when the command has
+    a --db option; None for a command without one (or a command line that names none)."""
+    from typer.main import get_command
+
+    from lrfr_tui.store import db_path
+
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--db" and i + 1 < len(args):
+            return db_path(args[i + 1])
+        if arg.startswith("--db="):
+            return db_path(arg.removeprefix("--db="))
+    command = get_command(app)
+    for arg in args:
+        subcommands = getattr(command, "commands", None)
+        if not subcommands:
+            break
+        if arg.startswith("-"):
+            continue
+        command = subcommands.get(arg)
+        if command is None:
+            return None
+    if getattr(command, "commands", None) or not any(p.name == "db" for p in command.params):
+        return None
+    return db_path(None)
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"lrfr: error: {message}", file=sys.stderr)  # one unwrapped line, whatever the terminal width
+    sys.exit(EXIT_USER_ERROR)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2.
 
-    Bare `lrfr` in a terminal opens the TUI; elsewhere (a pipe, a script) it prints the help.
+    Bare `lrfr` in a terminal opens the TUI; elsewhere (a pipe, a script) it prints the help, as
+    does a command group given no subcommand (`lrfr data`).
     """
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
         if cli_tui.should_open_tui(args):
             cli_tui.run_tui()
             return
         if not args:  # not a terminal: the help, as a successful answer
             args = ["--help"]
-        code = app(args=args, standalone_mode=False)
+        code = app(args=args, prog_name="lrfr", standalone_mode=False)
     except LrfrError as exc:
-        print(f"lrfr: error: {exc}", file=sys.stderr)  # one unwrapped line, whatever the terminal width
-        sys.exit(EXIT_USER_ERROR)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+        _fail(str(exc))
+    except _USAGE_ERRORS as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `lrfr data`: its help, like bare `lrfr`
+            print(exc.format_message())
+            sys.exit(0)
+        _fail(_usage_line(exc))
+    except _CLICK_ERRORS as exc:
+        _fail(_one_line(exc.format_message()))
+    except _ABORTS:
         err.print("aborted")
         sys.exit(130)
+    except KeyboardInterrupt:  # Ctrl-C outside a command (inside one, Typer turns it into exit 130)
+        sys.exit(130)
+    except sqlite3.Error as exc:  # read-only, full disk, locked, corrupt: no command should leak these
+        path = _runs_db(args)
+        _fail(f"runs database {path}: {_one_line(exc)}" if path is not None else _one_line(exc))
+    except OSError as exc:
+        if exc.errno not in _USER_OS_ERRNOS:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(f"{exc.strerror or _one_line(exc)}{where}")
     sys.exit(code if isinstance(code, int) else 0)
 
 
