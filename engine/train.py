@@ -34,6 +34,7 @@ from engine import checkpoint as ckpt
 from engine.augment import ResolutionSampler, degrade, make_pair, random_hflip
 from engine.config import RunConfig, to_dict
 from engine.data.folder import collate_skip
+from engine.data.loader import ignore_stop_signals, iterate
 from engine.errors import ConfigError, TrainingDiverged
 from engine.losses import build_distance_loss, build_head
 from engine.models import get_model
@@ -231,8 +232,12 @@ def stop_on_signals(flag: StopFlag):
 
 def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resume: bool = True,
           stop: StopFlag | None = None, dataset: Dataset | None = None,
-          init_backbone: dict[str, Tensor] | None = None, single_process: bool = False) -> TrainResult:
+          init_backbone: dict[str, Tensor] | None = None, single_process: bool = False,
+          run_uuid: str | None = None) -> TrainResult:
     """Train per ``cfg``; checkpoints go to ``run_dir``. Resumes from ``run_dir/checkpoint.pt``.
+
+    ``run_uuid`` is the identity of the run (the experiment manager's): checkpoints carry it, and a
+    resume takes only a checkpoint of the same run and training config (``CheckpointMismatch``).
 
     ``dataset`` replaces the one ``cfg.data`` names (benchmark fine-tuning trains on a split of
     the benchmark); ``init_backbone`` starts from trained weights instead of a fresh init;
@@ -283,17 +288,23 @@ def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resum
 
     step = 0
     last = run_dir / ckpt.LAST
+    if env.is_main:
+        ckpt.remove_stale_temps(last)
     if resume and last.exists():
         state = ckpt.load(last)
-        module.backbone.load_state_dict(state["backbone"])
-        module.head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        # A resume with a different number of processes falls back to rank 0's streams.
-        saved_rank = env.rank if env.rank < len(state["aug_rng"]) else 0
-        aug_gen.set_state(state["aug_rng"][saved_rank])
-        torch.set_rng_state(state["torch_rng"][saved_rank])
-        step = int(state["step"])
+        ckpt.check_belongs(state, last, run_uuid, to_dict(cfg))
+        try:
+            module.backbone.load_state_dict(state["backbone"])
+            module.head.load_state_dict(state["head"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            # A resume with a different number of processes falls back to rank 0's streams.
+            saved_rank = env.rank if env.rank < len(state["aug_rng"]) else 0
+            aug_gen.set_state(state["aug_rng"][saved_rank])
+            torch.set_rng_state(state["torch_rng"][saved_rank])
+            step = int(state["step"])
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            raise ckpt.CheckpointMismatch(f"{last} does not fit this run's model: {exc}") from None
         if env.is_main:
             reporter.event("resume", f"resumed from {last} at step {step}", step=step)
 
@@ -322,6 +333,7 @@ def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resum
             "total_steps": total_steps,
             "num_classes": num_classes,
             "config": to_dict(cfg),
+            "run_uuid": run_uuid,
         }
         ckpt.save_atomic(state, last)
         reporter.event("checkpoint", f"checkpoint at step {step} ({reason})", step=step, path=str(last))
@@ -360,8 +372,8 @@ def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resum
             batch_sampler = EpochBatchSampler(len(dataset), per_rank_batch, cfg.train.seed, epoch, env, skip=in_epoch)
             loader = DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
                                 collate_fn=collate_skip, pin_memory=device.type == "cuda",
-                                persistent_workers=False)
-            for images, labels, skipped in loader:
+                                persistent_workers=False, worker_init_fn=ignore_stop_signals)
+            for images, labels, skipped in iterate(loader):
                 if skipped and env.is_main:
                     reporter.event("skipped_images", f"{skipped} unreadable images skipped", count=skipped)
                 lr = lr_at(step, steps_per_epoch, cfg.optim.lr, cfg.schedule)
@@ -444,7 +456,11 @@ def load_backbone(checkpoint_path: Path, device: torch.device | str = "cpu") -> 
     state = ckpt.load(Path(checkpoint_path))
     cfg = from_dict(state["config"])
     backbone = build_backbone(cfg)
-    backbone.load_state_dict(state["backbone"])
+    try:
+        backbone.load_state_dict(state["backbone"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ckpt.CheckpointMismatch(f"{checkpoint_path}: its weights do not fit its config's model: "
+                                      f"{str(exc).splitlines()[0]}") from None
     return backbone.to(device).eval(), cfg
 
 

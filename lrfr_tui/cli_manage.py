@@ -6,6 +6,7 @@ local names of `register`, so they must be evaluated where they are written.
 
 import itertools
 import json
+import os
 import shlex
 import sys
 import time
@@ -94,16 +95,16 @@ def register(app: typer.Typer) -> None:
                db: DbOpt = None, as_json: JsonOpt = False) -> None:
         """Continue a killed or failed run from its last checkpoint, as the same run."""
         from lrfr_tui.store import db_path
+        from lrfr_tui.worker import check_checkpoint_resumable
 
         store = open_store(db)
-        run = store.get_run(run_id)
-        if run.status not in ("killed", "failed"):
-            raise LrfrError(f"run {run_id} is {run.status}; only killed or failed runs can be resumed")
+        check_checkpoint_resumable(store.path, store.get_run(run_id))
+        # One atomic claim in SQL: of two resumes (CLI or TUI) started together, one trains.
         if queue:
             store.requeue(run_id)
             err.print(f"run {run_id} queued to resume")
             return
-        store.conn.execute("UPDATE runs SET launcher='foreground', gpus=NULL WHERE id=?", (run_id,))
+        store.claim_for_resume(run_id, os.getpid())
         err.print(f"resuming run {run_id}")
         run_in_foreground(store, db_path(db), run_id, as_json)
 
@@ -122,8 +123,12 @@ def register(app: typer.Typer) -> None:
             set_value(cfg, *parse_override(text))
         validate(cfg)
         command = shlex.join(["lrfr", *sys.argv[1:]])
-        new_id = store.create_run(to_dict(cfg), flatten(cfg), command, parent_id=run_id,
-                                  launcher=cfg.launch.launcher if queue else "foreground", group=parent.group_name)
+        if queue:
+            new_id = store.create_run(to_dict(cfg), flatten(cfg), command, parent_id=run_id,
+                                      launcher=cfg.launch.launcher, group=parent.group_name)
+        else:
+            new_id = store.create_run(to_dict(cfg), flatten(cfg), command, parent_id=run_id, status="running",
+                                      pid=os.getpid(), launcher="foreground", group=parent.group_name)
         if queue:
             err.print(f"run {new_id} (re-run of {run_id}) queued")
             if as_json:

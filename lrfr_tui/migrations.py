@@ -122,7 +122,26 @@ def _to_v3(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS metrics_run_key_value ON metrics(run_id, key, value)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3]
+def _to_v4(conn: sqlite3.Connection) -> None:
+    """Never lose a run: a run identity that its checkpoints carry (a runs/ directory left by another
+    runs.db is never adopted), and one metric point per (run, key, step) - a resumed run rewrites
+    the steps after its checkpoint instead of adding a second copy of them."""
+    import uuid
+
+    conn.execute("ALTER TABLE runs ADD COLUMN uuid TEXT")
+    # With pid: when that process started (clock ticks after boot), so a recycled pid is not the run.
+    conn.execute("ALTER TABLE runs ADD COLUMN pid_start INTEGER")
+    for (run_id,) in conn.execute("SELECT id FROM runs").fetchall():
+        conn.execute("UPDATE runs SET uuid=? WHERE id=?", (uuid.uuid4().hex, run_id))
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS runs_uuid ON runs(uuid)")
+    # Earlier resumes stored duplicates: keep the latest point of each (run, key, step).
+    conn.execute("DELETE FROM metrics WHERE rowid NOT IN "
+                 "(SELECT MAX(rowid) FROM metrics GROUP BY run_id, key, step)")
+    conn.execute("DROP INDEX IF EXISTS metrics_run_key_step")
+    conn.execute("CREATE UNIQUE INDEX metrics_run_key_step ON metrics(run_id, key, step)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,24 +31,9 @@ from engine.errors import LrfrError
 from lrfr_tui.gpus import GpuDiscovery, GpuDiscoveryError, discover_gpus
 from lrfr_tui.launchers import Handle, Launcher, LaunchRequest, LocalLauncher
 from lrfr_tui.launchers.local import pid_is_worker, terminate_then_kill
+from lrfr_tui.liveness import STALE_HEARTBEAT_S, death_reason, heartbeat_stale
 from lrfr_tui.store import Run, Store, runs_root
-
-# A run on another host (we cannot see its pid) is dead when it has not beaten for this long.
-STALE_HEARTBEAT_S = 300.0
-LOG_TAIL_LINES = 20
-
-
-def log_tail(path: str | Path | None, lines: int = LOG_TAIL_LINES) -> str:
-    if not path:
-        return ""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 16_384))
-            text = fh.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+from lrfr_tui.worker import EXIT_STORE_UNAVAILABLE
 
 
 class SchedulerLocked(LrfrError):
@@ -69,32 +55,48 @@ class Scheduler:
         self.db = Path(self.db).resolve()
         self.store = Store(self.db)
         self.host = socket.gethostname()
-        self._lock_fh = None
+        self._lock_fhs: list = []
 
     # ------------------------------------------------------------ single scheduler per db
 
+    def lock_paths(self) -> list[Path]:
+        """The queue's locks: one beside the database, named for the holder to read, and one named
+        by the database file's identity (device, inode) in this host's temp directory - a hard link
+        or a second path to the same runs.db finds that one taken too."""
+        st = self.db.stat()
+        by_identity = Path(tempfile.gettempdir()) / "lrfr-scheduler-locks" / f"{st.st_dev}-{st.st_ino}.lock"
+        return [self.db.with_name(self.db.name + ".scheduler.lock"), by_identity]
+
     def acquire(self) -> None:
-        """Take the queue's lock; raises SchedulerLocked naming the holder if another scheduler has it."""
-        path = self.db.with_name(self.db.name + ".scheduler.lock")
-        fh = path.open("a+")
+        """Take the queue's locks; raises SchedulerLocked naming the holder if another scheduler has one."""
+        held = []
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise SchedulerLocked(f"the queue of {self.db} is already driven by {holder}") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(self.name)
-        fh.flush()
-        self._lock_fh = fh
+            for path in self.lock_paths():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fh = path.open("a+")
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "another process"
+                    fh.close()
+                    raise SchedulerLocked(f"the queue of {self.db} is already driven by {holder}") from None
+                fh.seek(0)
+                fh.truncate()
+                fh.write(self.name)
+                fh.flush()
+                held.append(fh)
+        except BaseException:
+            for fh in held:
+                fh.close()
+            raise
+        self._lock_fhs = held
 
     def release(self) -> None:
-        if self._lock_fh is not None:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
-            self._lock_fh.close()
-            self._lock_fh = None
+        for fh in self._lock_fhs:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+        self._lock_fhs = []
 
     # ------------------------------------------------------------ launchers
 
@@ -127,29 +129,30 @@ class Scheduler:
             return self.launcher("slurm").is_alive(Handle("slurm", job_id=run.job_id), run.id)
         if run.host and run.host != self.host and run.pid is not None:
             # Not our machine: the heartbeat is all we can see.
-            return run.heartbeat is not None and time.time() - run.heartbeat < self.stale_heartbeat_s
+            return not heartbeat_stale(run, self.stale_heartbeat_s)
         if run.pid is None:
             # A scheduled run gets its pid right after its claim: until then, trust its heartbeat.
-            return run.heartbeat is not None and time.time() - run.heartbeat < self.stale_heartbeat_s
+            return not heartbeat_stale(run, self.stale_heartbeat_s)
         if run.launcher in ("foreground", "eval"):
-            return pid_is_worker(run.pid, run.id, marker="lrfr")
+            return pid_is_worker(run.pid, run.id, marker="lrfr", start_ticks=run.pid_start)
         return self.launcher(run.launcher or "local").is_alive(Handle(run.launcher or "local", pid=run.pid), run.id)
 
     def reconcile(self) -> list[int]:
-        """Mark running runs whose process is gone as failed (with the log tail). Returns their ids."""
-        failed = []
+        """Record the end of running runs whose process is gone: what their worker left in
+        pending.jsonl, else failed with the log tail. Returns their ids."""
+        ended = []
         for run in self.store.runs_with_status("running"):
             if self.is_alive(run):
                 continue
-            log = run.log_path or (Path(run.run_dir) / "train.log" if run.run_dir else None)
-            tail = log_tail(log)
-            reason = "the run's process ended without reporting a final status"
-            if tail:
-                reason += "; log tail:\n" + tail
-            if self.store.fail_if_running(run.id, reason):
-                failed.append(run.id)
-                self._say(f"run {run.id} failed: its process is gone")
-        return failed
+            why = "the run's process ended without reporting a final status"
+            code = self.launcher(run.launcher or "local").exit_code(Handle(run.launcher or "local", pid=run.pid))
+            if code == EXIT_STORE_UNAVAILABLE:
+                why = "the run's worker could not write runs.db (locked or disk full) and left no final state"
+            settled = self.store.settle_dead(run, death_reason(run, why))
+            if settled.is_final:
+                ended.append(run.id)
+                self._say(f"run {run.id} {settled.status}: its process is gone")
+        return ended
 
     def free_gpus(self) -> tuple[list[int], bool]:
         """(indices of GPUs free for us, whether this machine has GPUs at all)."""
@@ -247,7 +250,7 @@ def stop_run(store: Store, run: Run, grace_s: float = 60.0, scheduler: Scheduler
     if launcher_name in ("foreground", "eval"):
         # A foreground `lrfr run` is the CLI process itself, not a group of ours: signal just it.
         pid = run.pid
-        terminate_then_kill(lambda sig: os.kill(pid, sig), lambda: pid_is_worker(pid, run.id, marker="lrfr"),
+        terminate_then_kill(lambda sig: os.kill(pid, sig), lambda: pid_is_worker(pid, run.id, marker="lrfr", start_ticks=run.pid_start),
                             grace_s)
     else:
         launcher.stop(handle, run.id, grace_s=grace_s)

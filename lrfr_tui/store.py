@@ -13,18 +13,25 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import LrfrError
+from lrfr_tui.launchers.local import process_start_ticks
 from lrfr_tui.migrations import SCHEMA_VERSION, migrate
 
 DEFAULT_DB = "runs.db"
 STATUSES = ("queued", "running", "finished", "failed", "killed")
 FINAL_STATUSES = ("finished", "failed", "killed")
-
+RESUMABLE_STATUSES = ("killed", "failed")
+# Where a worker leaves what it could not write into runs.db (the store was locked or the disk
+# full when it ended): whoever next reads the run applies it (``Store.get_run``).
+PENDING_FILE = "pending.jsonl"
+# Settling a dead run is a courtesy write of a reader: it gives up on a held lock after this long.
+SETTLE_BUSY_TIMEOUT_MS = 1000
 
 
 class StoreError(LrfrError):
@@ -94,6 +101,8 @@ class Run:
     log_path: str | None = None
     queue_pos: float | None = None
     deleted: bool = False
+    uuid: str | None = None  # the run's identity: its checkpoints carry it (engine.train run_uuid)
+    pid_start: int | None = None  # start time of ``pid`` (ticks after boot): tells a recycled pid
 
     @property
     def is_final(self) -> bool:
@@ -105,6 +114,7 @@ class Store:
 
     def __init__(self, path: str | Path, timeout_s: float = 30.0, create: bool = True) -> None:
         self.path = Path(path)
+        self.timeout_s = timeout_s
         if not create and not self.path.exists():
             raise StoreError(f"no runs database at {self.path} (start a run with `lrfr run` or pass --db)")
         try:
@@ -118,6 +128,16 @@ class Store:
             self._init_schema()
         except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(f"cannot open runs database {self.path}: {exc}") from None
+        # Whoever opens runs.db sees a crashed run as ended, not "running" forever.
+        self.settle_running()
+
+    @classmethod
+    def over(cls, conn: sqlite3.Connection, path: str | Path) -> Store:
+        """A Store around a connection opened elsewhere (the TUI's long-lived reader)."""
+        store = cls.__new__(cls)
+        store.path, store.conn = Path(path), conn
+        store.timeout_s = (conn.execute("PRAGMA busy_timeout").fetchone()[0] or 0) / 1000
+        return store
 
     def _init_schema(self) -> None:
         version = self._schema_version()
@@ -146,27 +166,52 @@ class Store:
 
     def create_run(self, config: dict[str, Any], flat_params: dict[str, Any], command: str,
                    status: str = "queued", parent_id: int | None = None, launcher: str | None = None,
-                   group: str | None = None) -> int:
+                   group: str | None = None, pid: int | None = None) -> int:
         """Record a run. ``launcher`` defaults to the config's ``launch.launcher``; "foreground" and
-        "eval" mark runs executed by the CLI process itself."""
+        "eval" mark runs executed by the CLI process itself.
+
+        A run the calling process executes itself is created ``running`` with its ``pid``, in the
+        same statement: a queued row would be claimable by a scheduler while this process is still
+        importing torch, and the run would train twice.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status}")
+        if status == "running" and pid is None:
+            raise ValueError("a run created running needs the pid of the process executing it")
         now = time.time()
         launch = config.get("launch", {})
+        running = status == "running"
         with self.transaction():
             cur = self.conn.execute(
                 "INSERT INTO runs (name, preset, status, created, host, git_commit, command, launcher, "
-                "parent_id, config, group_name, gpus_requested, queue_pos) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "  (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM runs))",
+                "parent_id, config, group_name, gpus_requested, queue_pos, uuid, pid, pid_start, heartbeat, "
+                "started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "  (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM runs), ?, ?, ?, ?, ?)",
                 (config.get("name") or config.get("preset") or "run", config.get("preset") or None, status, now,
                  socket.gethostname(), git_commit(), command, launcher or launch.get("launcher", "local"),
-                 parent_id, json.dumps(config, sort_keys=True), group, int(launch.get("gpus", 0))),
+                 parent_id, json.dumps(config, sort_keys=True), group, int(launch.get("gpus", 0)),
+                 uuid.uuid4().hex, pid if running else None, process_start_ticks(pid) if running else None,
+                 now if running else None, now if running else None),
             )
             run_id = int(cur.lastrowid)
             self.conn.executemany("INSERT INTO params VALUES (?, ?, ?)",
                                   [(run_id, k, json.dumps(v)) for k, v in flat_params.items()])
         return run_id
 
-    def get_run(self, run_id: int) -> Run:
+    def get_run(self, run_id: int, settle: bool = True) -> Run:
+        """The run as stored - except that a ``running`` run whose process is gone is returned (and,
+        when runs.db is writable, stored) as what it really is: the final state its worker left in
+        ``pending.jsonl``, or ``failed`` with its log tail. ``settle=False`` reads the raw row."""
+        run = self._read_run(run_id)
+        if settle and run.status == "running":
+            from lrfr_tui.liveness import presumed_dead
+
+            reason = presumed_dead(run)
+            if reason is not None:
+                return self.settle_dead(run, reason)
+        return run
+
+    def _read_run(self, run_id: int) -> Run:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise StoreError(f"no run with id {run_id} in {self.path}")
@@ -179,8 +224,59 @@ class Store:
             heartbeat=row["heartbeat"], launcher=row["launcher"], job_id=row["job_id"],
             gpus=json.loads(row["gpus"]) if row["gpus"] else None, gpus_requested=row["gpus_requested"],
             group_name=row["group_name"], log_path=row["log_path"], queue_pos=row["queue_pos"],
-            deleted=bool(row["deleted"]),
+            deleted=bool(row["deleted"]), uuid=row["uuid"], pid_start=row["pid_start"],
         )
+
+    def settle_running(self) -> list[int]:
+        """Settle every ``running`` run whose process is gone (see ``get_run``); their ids."""
+        ids = [r[0] for r in self.conn.execute("SELECT id FROM runs WHERE status='running'")]
+        return [i for i in ids if self.get_run(i).status != "running"]
+
+    def settle_dead(self, run: Run, reason: str) -> Run:
+        """Record the end of a run whose process is gone: what its worker could not write (its
+        ``pending.jsonl``: metrics, results and the final status), else ``failed`` with ``reason``.
+        If runs.db cannot be written now, the returned Run still shows that end; the next reader
+        writes it."""
+        from lrfr_tui.liveness import read_pending
+
+        pending_path = Path(run.run_dir) / PENDING_FILE if run.run_dir else None
+        ops = read_pending(pending_path) if pending_path else []
+        ended = next((op for op in reversed(ops) if op[0] == "ended"), None)
+        self.conn.execute("DROP VIEW IF EXISTS temp.runs")  # write through to the real table
+        self.conn.execute(f"PRAGMA busy_timeout = {SETTLE_BUSY_TIMEOUT_MS}")  # a reader must not hang on a lock
+        try:
+            with self.transaction():
+                if ops:
+                    self._apply_ops(run.id, ops)
+                if ended is None:
+                    self.conn.execute(
+                        "UPDATE runs SET status='failed', ended=?, exit_code=COALESCE(exit_code, 1), "
+                        "failure_reason=? WHERE id=? AND status='running'", (time.time(), reason, run.id))
+            if pending_path is not None and ops:
+                pending_path.replace(pending_path.with_name(PENDING_FILE + ".applied"))
+        except (sqlite3.Error, OSError):
+            status, code, why = ended[1:4] if ended else ("failed", 1, reason)
+            self._show_settled(run.id, status, code, why)
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+        return self._read_run(run.id)
+
+    def _show_settled(self, run_id: int, status: str, code: int | None, reason: str | None) -> None:
+        """runs.db refused the write (full disk, held lock): show the settled state to this
+        connection's reads anyway. A TEMP view named ``runs`` shadows ``main.runs`` for this
+        connection only (SQLite resolves unqualified names in temp first) and nothing is written to
+        the database; the next reader that can write stores the state for everyone."""
+        c = self.conn
+        c.execute("PRAGMA temp_store = MEMORY")  # the temp schema must not need the full disk either
+        c.execute("CREATE TEMP TABLE IF NOT EXISTS settled_runs "
+                  "(id INTEGER PRIMARY KEY, status TEXT, exit_code INTEGER, failure_reason TEXT)")
+        c.execute("INSERT OR REPLACE INTO temp.settled_runs VALUES (?, ?, ?, ?)", (run_id, status, code, reason))
+        columns = [row[1] for row in c.execute("PRAGMA main.table_info(runs)")]
+        settled = ("status", "exit_code", "failure_reason")
+        select = ", ".join(f"COALESCE(s.{col}, r.{col}) AS {col}" if col in settled else f"r.{col} AS {col}"
+                           for col in columns)
+        c.execute(f"CREATE TEMP VIEW IF NOT EXISTS runs AS SELECT {select} "
+                  "FROM main.runs r LEFT JOIN temp.settled_runs s ON s.id = r.id")
 
     def list_runs(self, include_deleted: bool = False) -> list[Run]:
         where = "" if include_deleted else "WHERE deleted = 0"
@@ -219,14 +315,44 @@ class Store:
         return cur.rowcount == 1
 
     def set_handle(self, run_id: int, pid: int | None, job_id: str | None) -> None:
-        self.conn.execute("UPDATE runs SET pid=?, job_id=? WHERE id=?", (pid, job_id, run_id))
+        self.conn.execute("UPDATE runs SET pid=?, pid_start=?, job_id=? WHERE id=?",
+                          (pid, process_start_ticks(pid), job_id, run_id))
+
+    def _check_resumable(self, run_id: int, claimed: bool) -> None:
+        if not claimed:
+            run = self.get_run(run_id)
+            raise StoreError(f"run {run_id} is {run.status}; only killed or failed runs can be resumed"
+                             + (" (another resume got there first)" if run.status in ("queued", "running") else ""))
+
+    def claim_here(self, run_id: int, pid: int, from_statuses: Sequence[str] = RESUMABLE_STATUSES,
+                   launcher: str = "foreground") -> bool:
+        """``from_statuses`` -> running in process ``pid`` of this host, atomically: of two
+        processes claiming one run (two `lrfr resume N`, a scheduler and a foreground run) exactly
+        one gets True."""
+        marks = ",".join("?" * len(from_statuses))
+        now = time.time()
+        cur = self.conn.execute(
+            "UPDATE runs SET status='running', launcher=?, pid=?, pid_start=?, host=?, heartbeat=?, "
+            "started=COALESCE(started, ?), gpus=NULL, job_id=NULL, ended=NULL, exit_code=NULL, "
+            f"failure_reason=NULL WHERE id=? AND status IN ({marks})",
+            (launcher, pid, process_start_ticks(pid), socket.gethostname(), now, now, run_id, *from_statuses))
+        return cur.rowcount == 1
+
+    def claim_for_resume(self, run_id: int, pid: int) -> None:
+        """killed | failed -> running in this process (``lrfr resume``); the loser of two resumes
+        started together gets a StoreError."""
+        self.get_run(run_id)  # settles a dead run first, so a crashed foreground run is resumable
+        self._check_resumable(run_id, self.claim_here(run_id, pid))
 
     def requeue(self, run_id: int) -> None:
-        """Put a stopped run back at the end of the queue (resume keeps its directory and checkpoint)."""
-        self.conn.execute(
+        """killed | failed -> queued at the end of the queue, atomically (resume keeps its directory
+        and checkpoint); a StoreError if the run is not resumable (or another resume won)."""
+        self.get_run(run_id)
+        cur = self.conn.execute(
             "UPDATE runs SET status='queued', ended=NULL, exit_code=NULL, failure_reason=NULL, pid=NULL, "
-            "job_id=NULL, gpus=NULL, queue_pos=(SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM runs) WHERE id=?",
-            (run_id,))
+            "job_id=NULL, gpus=NULL, queue_pos=(SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM runs) "
+            "WHERE id=? AND status IN (?, ?)", (run_id, *RESUMABLE_STATUSES))
+        self._check_resumable(run_id, cur.rowcount == 1)
 
     def move_in_queue(self, run_id: int, position: int) -> None:
         """Put a queued run at 1-based ``position`` among the queued runs."""
@@ -263,11 +389,63 @@ class Store:
     # ------------------------------------------------------------ series and results
 
     def add_metrics(self, run_id: int, points: Iterable[tuple[str, int, float, float]]) -> None:
-        """``points``: (key, step, value, wall time). One transaction for the whole batch."""
+        """``points``: (key, step, value, wall time). One transaction for the whole batch; a point
+        at a (key, step) already stored replaces it (one point per step, whatever happened)."""
         rows = [(run_id, key, step, *_encode(value), wall) for key, step, value, wall in points]
         if rows:
             with self.transaction():
-                self.conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self.conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def drop_metrics_after(self, run_id: int, step: int) -> None:
+        """A resume restarts at its checkpoint's ``step``: the points an interrupted attempt logged
+        after it are not part of the run's history and are trained (and logged) again."""
+        self.conn.execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, step))
+
+    # ------------------------------------------------------------ the writes of a running worker
+
+    def apply_ops(self, run_id: int, ops: Sequence[Sequence[Any]]) -> None:
+        """Apply a worker's writes (see ``lrfr_tui.worker.StoreWriter``) in one transaction."""
+        with self.transaction():
+            self._apply_ops(run_id, ops)
+
+    def _apply_ops(self, run_id: int, ops: Sequence[Sequence[Any]]) -> None:
+        now = time.time()
+        for op, *args in ops:
+            if op == "metrics":
+                self.conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
+                                      [(run_id, k, st, *_encode(v), w) for k, st, v, w in args[0]])
+            elif op == "progress":
+                step, total = args
+                self.conn.execute("UPDATE runs SET step=?, total_steps=COALESCE(?, total_steps), heartbeat=? "
+                                  "WHERE id=?", (step, total, now, run_id))
+            elif op == "heartbeat":
+                self.conn.execute("UPDATE runs SET heartbeat=? WHERE id=? AND status='running'", (now, run_id))
+            elif op == "event":
+                kind, message, data, wall = args
+                self.conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                                  (run_id, kind, message, json.dumps(data or {}, default=str), wall))
+            elif op == "artifact":
+                kind, path, wall = args
+                self.conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?)", (run_id, kind, path, wall))
+            elif op == "result":
+                benchmark, protocol, metric, resolution, value, wall = args
+                self.conn.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                  (run_id, benchmark, protocol, metric, resolution, value, wall))
+            elif op == "truncate_after":
+                self.drop_metrics_after(run_id, int(args[0]))
+            elif op == "started":
+                run_dir, pid = args
+                self.conn.execute(
+                    "UPDATE runs SET run_dir=?, pid=COALESCE(?, pid), heartbeat=? WHERE id=?",
+                    (run_dir, pid, now, run_id))
+            elif op == "ended":
+                status, code, reason, wall = args
+                if status not in FINAL_STATUSES:
+                    raise ValueError(f"a run ends finished, failed or killed, not {status}")
+                self.conn.execute("UPDATE runs SET status=?, ended=?, exit_code=?, failure_reason=? WHERE id=?",
+                                  (status, wall, code, reason, run_id))
+            else:
+                raise ValueError(f"unknown worker write {op!r}")
 
     def metric_series(self, run_id: int, key: str) -> list[tuple[int, float]]:
         rows = self.conn.execute(

@@ -33,6 +33,8 @@ LOG_TAIL_LINES = 400
 # Filters over every point of a run (min(loss), max(...)) cost a pass over the metrics table; their
 # matches are recomputed this often, while the rows they select still refresh on every poll.
 SLOW_FILTER_S = 10.0
+# How often the runs table checks that its "running" runs still have a process.
+SETTLE_EVERY_S = 5.0
 # Sparklines missing from the cache are read for at most this long per snapshot (index seeks, slow
 # on a cold page cache); the rest follow in the next snapshots, which come at once until done.
 SPARK_BUDGET_S = 0.25
@@ -275,6 +277,7 @@ class RunsModel:
         self._bad: tuple[str | None, str] = (None, "")
         self._spark_deadline = 0.0
         self._spark_missing = False
+        self._settle_at = 0.0
 
     def close(self) -> None:
         if self.conn is not None:
@@ -316,6 +319,10 @@ class RunsModel:
         filter_error = self.set_filter(filter_text)
         try:
             conn = self._connect()
+            if time.monotonic() >= self._settle_at:
+                # A run whose process died (kill -9, OOM) is shown as ended, not "running" forever.
+                Store.over(conn, self.db).settle_running()
+                self._settle_at = time.monotonic() + SETTLE_EVERY_S
             try:
                 rows = self._select(conn, now)
             except LrfrError as exc:  # e.g. an unknown config key: a filter error, not a db error
@@ -826,15 +833,18 @@ def kill_runs(db: Path, run_ids: Sequence[int], grace_s: float = 60.0,
 
 def resume_runs(db: Path, run_ids: Sequence[int]) -> dict[int, str]:
     """Queue killed or failed runs again; they continue from their last checkpoint as the same run."""
+    from lrfr_tui.worker import check_checkpoint_resumable
+
     store = Store(db, create=False)
     out = {}
     try:
         for run_id in run_ids:
-            run = store.get_run(run_id)
-            if run.status not in ("killed", "failed"):
-                out[run_id] = f"is {run.status}; only killed or failed runs can be resumed"
+            try:
+                check_checkpoint_resumable(db, store.get_run(run_id))
+                store.requeue(run_id)  # atomic: a resume from the CLI at the same moment wins or loses whole
+            except LrfrError as exc:
+                out[run_id] = str(exc).removeprefix(f"run {run_id} ")
                 continue
-            store.requeue(run_id)
             out[run_id] = "queued to resume"
     finally:
         store.close()

@@ -149,14 +149,16 @@ def test_only_one_scheduler_drives_a_queue(tmp_path):
 
 
 WRITER = """
-import sys
-from lrfr_tui.store import Store
-from lrfr_tui.worker import StoreReporter
-store = Store(sys.argv[1], timeout_s=60)
-rep = StoreReporter(store, int(sys.argv[2]), flush_every_s=0.01, max_buffer=50)
+import sys, time
+from pathlib import Path
+from lrfr_tui.worker import StoreReporter, StoreWriter
+writer = StoreWriter(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[1]).parent, flush_every_s=0.01).start()
+rep = StoreReporter(writer)
 for step in range(int(sys.argv[3])):
     rep.metrics(step, {"loss": step * 0.5, "lr": 0.1})
-rep.flush()
+    if step % 50 == 0:
+        time.sleep(0.001)  # let the writer thread interleave with the others' transactions
+assert writer.close(60), writer.last_error
 """
 
 

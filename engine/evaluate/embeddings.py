@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from engine.augment import degrade
+from engine.data.loader import ignore_stop_signals, iterate
 
 EmbedFn = Callable[[Tensor], Tensor]  # float N x 3 x H x W in [-1, 1] -> N x D features
 
@@ -66,6 +67,7 @@ def embed_dataset(model: nn.Module | EmbedFn, dataset: Dataset, device: torch.de
     """Stream a dataset of (uint8 image, label) through the model: nothing but one batch in memory."""
     fn = as_embed_fn(model)
     device = torch.device(device)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
-    out = [embed_batch(fn, images.to(device)).cpu() for images, _ in loader]
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
+                        worker_init_fn=ignore_stop_signals)
+    out = [embed_batch(fn, images.to(device)).cpu() for images, _ in iterate(loader)]
     return torch.cat(out).numpy()

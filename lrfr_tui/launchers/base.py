@@ -52,3 +52,7 @@ class Launcher(ABC):
     @abstractmethod
     def stop(self, handle: Handle, run_id: int, grace_s: float = 60.0) -> None:
         """Ask the worker to checkpoint and exit (SIGTERM); force it (SIGKILL) after ``grace_s``."""
+
+    def exit_code(self, handle: Handle) -> int | None:
+        """The ended worker's exit code, where the launcher knows it (its own child process)."""
+        return None

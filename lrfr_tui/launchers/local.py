@@ -29,19 +29,36 @@ def worker_env(request: LaunchRequest) -> dict[str, str]:
     return env
 
 
-def pid_is_worker(pid: int, run_id: int, marker: str = "lrfr_tui.worker") -> bool:
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (field 3 = state first), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_start_ticks(pid: int | None) -> int | None:
+    """When ``pid`` started, in clock ticks after boot (/proc/PID/stat field 22): with the pid, the
+    identity of a process that a recycled pid cannot fake."""
+    fields = _proc_stat(pid) if pid is not None else None
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def pid_is_worker(pid: int, run_id: int, marker: str = "lrfr_tui.worker", start_ticks: int | None = None) -> bool:
     """Is ``pid`` alive, not a zombie, and running this run (not a recycled pid)?
 
-    ``marker`` must appear in its command line: the worker module for launched runs, ``lrfr``
-    for a foreground ``lrfr run`` (whose pid is the CLI process).
+    With ``start_ticks`` (recorded when the run took the pid) the process must have started then;
+    otherwise ``marker`` must appear in its command line: the worker module for launched runs,
+    ``lrfr`` for a foreground ``lrfr run`` (whose pid is the CLI process).
     """
-    proc = Path(f"/proc/{pid}")
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError):
+    fields = _proc_stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
         return False
-    if state in ("Z", "X"):
+    if start_ticks is not None:
+        return process_start_ticks(pid) == start_ticks
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
         return False
     args = [a.decode(errors="replace") for a in cmdline]
     if marker == "lrfr_tui.worker":
@@ -71,7 +88,7 @@ def terminate_then_kill(send: Callable[[int], None], alive: Callable[[], bool], 
     threading.Thread(target=force, daemon=True).start()
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
         return True
@@ -88,6 +105,10 @@ class LocalLauncher(Launcher):
 
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen] = {}
+        self._exit_codes: dict[int, int] = {}
+
+    def exit_code(self, handle: Handle) -> int | None:
+        return self._exit_codes.get(handle.pid) if handle.pid is not None else None
 
     def command(self, request: LaunchRequest) -> list[str]:
         nproc = len(request.gpus)
@@ -116,14 +137,15 @@ class LocalLauncher(Launcher):
             # Our own child: poll() also reaps it, so it never lingers as a zombie.
             if child.poll() is None:
                 return True
+            self._exit_codes[handle.pid] = child.returncode
             del self._children[handle.pid]
             return False
         # Adopted from an earlier scheduler: look at the process itself (and its group, for torchrun).
-        return pid_is_worker(handle.pid, run_id) or (handle.launcher == "torchrun" and _group_alive(handle.pid))
+        return pid_is_worker(handle.pid, run_id) or (handle.launcher == "torchrun" and group_alive(handle.pid))
 
     def stop(self, handle: Handle, run_id: int, grace_s: float = 60.0) -> None:
         if handle.pid is None:
             return
         pgid = handle.pid
         terminate_then_kill(lambda sig: os.killpg(pgid, sig),
-                            lambda: self.is_alive(handle, run_id) or _group_alive(pgid), grace_s)
+                            lambda: self.is_alive(handle, run_id) or group_alive(pgid), grace_s)
