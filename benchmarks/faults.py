@@ -97,7 +97,11 @@ class Lab:
         return rows[0][0] if rows else None
 
     def step(self, run_id: int) -> int:
-        rows = self.sql("SELECT COALESCE(MAX(step), 0) FROM metrics WHERE run_id=? AND key='loss'", run_id)
+        """The last step with a stored loss point (0 while runs.db is still being created)."""
+        try:
+            rows = self.sql("SELECT COALESCE(MAX(step), 0) FROM metrics WHERE run_id=? AND key='loss'", run_id)
+        except sqlite3.OperationalError:  # no such table yet: the first command is creating the schema
+            return 0
         return int(rows[0][0])
 
     def points(self, run_id: int, total: int) -> tuple[int, int]:
