@@ -98,10 +98,11 @@ def test_paper_resnet_trunk_matches_torchvision() -> None:
         trunk = sum(
             p.numel() for n, p in ours.named_parameters() if n.split(".")[0] not in {"bn2", "fc", "features"}
         )
-        assert trunk == n_params(reference) - n_params(reference.fc)
-        # 112 -> 56 (stem) -> 28 (pool) -> 28 -> 14 -> 7 -> 4
-        assert ours.final_size == 4
-        assert ours.fc.in_features == reference.fc.in_features * 4 * 4
+        # The released stem is a conv3x3(3->64), torchvision's a conv7x7: 64*3*(49-9) fewer weights.
+        assert trunk == n_params(reference) - n_params(reference.fc) - 64 * 3 * (49 - 9)
+        # 112 -> 112 (stem, stride 1) -> 56 (pool) -> 56 -> 28 -> 14 -> 7
+        assert ours.final_size == 7
+        assert ours.fc.in_features == reference.fc.in_features * 7 * 7
 
 
 @pytest.mark.parametrize(("name", "gflop"), [("iresnet50", 12.6), ("iresnet34", 8.9)])
@@ -119,7 +120,7 @@ def test_iresnet_other_input_sizes(size: int, final: int) -> None:
 
 def test_resnet_other_input_size() -> None:
     model = get_model("resnet34", width=FAST_WIDTH, input_size=64)
-    assert model.final_size == 2
+    assert model.final_size == 4
     assert model(images(2, 64)).shape == (2, 512)
 
 
@@ -171,10 +172,12 @@ def test_iresnet_embedding_scale_is_frozen_like_insightface() -> None:
 
 @pytest.mark.parametrize("name", ["iresnet18", "resnet50"])
 def test_channels_last_matches_contiguous(name: str) -> None:
+    torch.manual_seed(0)  # the same weights whatever ran before
     model = get_model(name, width=FAST_WIDTH).eval()
     x = images(2)
     with torch.no_grad():
         expected = model(x)
         model_cl = model.to(memory_format=torch.channels_last)
         got = model_cl(x.contiguous(memory_format=torch.channels_last))
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    # Relative to the embedding's scale: the released ResNet's untrained embeddings reach ~400.
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))

@@ -4,12 +4,13 @@ Two families:
 
 - ``iresnet18/34/50/100``: insightface's IResNet (arcface_torch), the usual
   choice for face recognition; head dropout 0 by default.
-- ``resnet34/50``: the paper's released-code networks (torchvision-style
-  ResNets with a BN-Dropout(0.4)-FC-BN head); see ``engine.models.resnet``.
+- ``resnet34/50``: the paper's released-code networks (hurricanelx/LRFR
+  ``model/resnet.py``: torchvision blocks behind a 3x3 stride-1 stem, 7x7 final
+  map at 112 px, BN-Dropout(0.4)-FC-BN head); see ``engine.models.resnet``.
 
 Every backbone maps N x 3 x S x S images in [-1, 1] to N x ``embedding_size``
 embeddings that are not L2-normalised (unless a paper-code ResNet is built
-with ``normalize_output=True``).
+with ``normalize_output=True``); the embedding is float32 also under autocast.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from engine.errors import ConfigError
 from engine.models.iresnet import IResNet, iresnet18, iresnet34, iresnet50, iresnet100
-from engine.models.resnet import ResNet, resnet34, resnet50
+from engine.models.resnet import ResNet, convert_released_state_dict, resnet34, resnet50
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "iresnet18": iresnet18,
@@ -55,7 +56,7 @@ def get_model(
             (0.0 for IResNet, 0.4 for the paper-code ResNet).
         input_size: side of the square input images.
         **kw: passed to the constructor, e.g. ``normalize_output=True`` for the
-            paper-code ResNets or ``zero_init_residual=True`` for IResNets.
+            paper-code ResNets or ``zero_init_residual=True`` (both families).
 
     Raises:
         ConfigError: ``name`` is not registered, or a size is out of range
@@ -74,4 +75,4 @@ def get_model(
         raise ConfigError(f"model {name!r}: {exc}") from None
 
 
-__all__ = ["MODELS", "IResNet", "ResNet", "get_model", "list_models"]
+__all__ = ["MODELS", "IResNet", "ResNet", "convert_released_state_dict", "get_model", "list_models"]

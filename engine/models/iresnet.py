@@ -10,7 +10,9 @@ Layout for a 112x112 input (channels at ``width=1``)::
     head   BN2d -> Dropout -> flatten -> Linear(512*7*7 -> E) -> BN1d(E)
 
 The output is the raw embedding (not L2-normalised): margin losses and
-evaluation normalise it themselves where they need to.
+evaluation normalise it themselves where they need to. Under autocast the
+head's Linear and BN1d run in float32 (``embedding_fp32``), as arcface_torch's
+fp16 IResNet does (``self.fc(x.float())`` outside its autocast block).
 """
 
 from __future__ import annotations
@@ -56,6 +58,23 @@ def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
 
 def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False)
+
+
+def embedding_fp32(fc: nn.Module, features: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``features(fc(x))`` with autocast off, on ``x`` cast to the FC's dtype (float32 under AMP).
+
+    TorchScript cannot compile this (module arguments, autocast contexts): scripted models take
+    the plain ``features(fc(x))`` path, which is the same computation outside autocast.
+
+    insightface's arcface_torch runs its backbones' trunk under autocast but the embedding FC and
+    BN1d outside it on ``x.float()``: the FC's long dot products (25088 inputs at 112 px) and the
+    BN1d batch statistics are what half precision rounds the most, and the output is the
+    embedding every loss and evaluation reads. The trainer's autocast wraps the whole model, so
+    it is switched off here explicitly. The cast follows the weights rather than forcing
+    ``.float()``, so a model converted as a whole (``model.half()``) still runs.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return features(fc(x.to(fc.weight.dtype)))
 
 
 class IBasicBlock(nn.Module):
@@ -173,7 +192,13 @@ class IResNet(nn.Module):
         x = self.dropout(self.bn2(x))
         # flatten (not .view) so channels_last inputs work: it copies when needed.
         x = torch.flatten(x, 1)
-        return self.features(self.fc(x))
+        if torch.jit.is_scripting():
+            return self.features(self.fc(x))
+        return self._embedding_fp32(x)
+
+    @torch.jit.unused
+    def _embedding_fp32(self, x: torch.Tensor) -> torch.Tensor:
+        return embedding_fp32(self.fc, self.features, x)
 
 
 def _iresnet(arch: str, **kwargs) -> IResNet:
