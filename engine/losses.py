@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -34,6 +35,7 @@ __all__ = [
     "DISTANCE_REDUCTIONS",
     "DistanceLoss",
     "HEAD_KINDS",
+    "SMOOTH_L1_BETA",
     "SoftmaxHead",
     "build_distance_loss",
     "build_head",
@@ -243,8 +245,31 @@ def l2_loss(x: Tensor, y: Tensor) -> Tensor:
         return 0.5 * d.square().mean()
 
 
-def smooth_l1_loss(x: Tensor, y: Tensor, beta: float = 1.0) -> Tensor:
-    """``torch.nn.functional.smooth_l1_loss`` (Huber-like, threshold ``beta``), mean over all elements."""
+# Default threshold of ``smooth_l1_loss`` (config ``loss.beta``). Not torch's SmoothL1Loss default of 1:
+# the loss is applied to L2-normalised embeddings, whose coordinate differences are all far below 1
+# (sum_i d_i^2 = |x - y|^2 <= 4, so a 512-d pair has an rms |d_i| of at most 2/sqrt(512) ~ 0.088),
+# and with beta = 1 every |d_i| < beta: smooth L1 is then 0.5 d^2 / beta everywhere, i.e. exactly
+# ``l2_loss``. The released code (hurricanelx/LRFR) has no smooth L1 to copy a value from (its
+# distances are LogExp, L1 and L2). A pair with cosine similarity c has rms |d_i| = sqrt(2 (1 - c) / D):
+# 0.014 at c = 0.95, 0.020 at c = 0.9, 0.044 at c = 0.5 for D = 512. beta = 0.02 sits inside that range,
+# so coordinates of well-aligned HR/LR pairs stay in the quadratic (L2) zone while the larger
+# differences of poorly aligned ones get the bounded L1 gradient, which is what makes it a Huber loss.
+SMOOTH_L1_BETA = 0.02
+
+
+def _check_beta(beta: float) -> float:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+        raise ConfigError(f"the smooth-L1 threshold beta must be a number > 0, got {beta!r}")
+    return float(beta)
+
+
+def smooth_l1_loss(x: Tensor, y: Tensor, beta: float = SMOOTH_L1_BETA) -> Tensor:
+    """``torch.nn.functional.smooth_l1_loss`` (Huber-like, threshold ``beta``), mean over all elements.
+
+    Per coordinate ``0.5 d^2 / beta`` for ``|d| < beta``, else ``|d| - 0.5 beta``. The default is
+    ``SMOOTH_L1_BETA``, not torch's 1, which on unit-normalised embeddings equals ``l2_loss``.
+    """
+    beta = _check_beta(beta)
     d = _difference(x, y)
     with _no_autocast(d.device):
         return F.smooth_l1_loss(d, torch.zeros_like(d), beta=beta)
@@ -287,7 +312,65 @@ def _check_p(p: float) -> float:
 DISTANCE_REDUCTIONS: tuple[str, ...] = ("sample", "batch")
 
 
-def logexp_loss(x: Tensor, y: Tensor, p: float = 1, reduction: str = "sample") -> Tensor:
+def _world_size() -> int:
+    """Ranks in the default process group; 1 when none is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """``all_reduce(SUM)`` with autograd: every rank gets the sum, and in backward each rank's
+    input receives the sum over ranks of the gradients arriving at the output.
+
+    That is the derivative of the sum of all ranks' losses, so under DDP (which then averages
+    the parameter gradients over the W ranks) a loss that every rank computes identically from
+    the summed tensor gets exactly the gradient of that one loss. Written out rather than taken
+    from ``torch.distributed.nn.functional.all_reduce`` (the same maths), which is deprecated.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:  # type: ignore[override]
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def _batch_logexp_all_ranks(a: Tensor, p: float) -> Tensor:
+    """The whole-batch LogExp over every rank's ``a = |d|^p``: log(1 + sum_{ranks,b,i} expm1(a)) / (p N).
+
+    N is the global batch size (the sum of the ranks' row counts, so unequal shards are fine). The
+    value is the same on every rank and equals the single-process form on the concatenated batch.
+
+    Both forms of ``_log1p_sum_expm1`` are reduced in one collective, the choice between them
+    made by the global largest exponent M (itself an all-reduce of the detached local maxima):
+
+    * ``log1p(sum expm1(min(a, switch)))`` for M <= _LOGEXP_SWITCH;
+    * ``M + log(exp(-M) + sum (exp(a - M) - exp(-M)))`` for M > _LOGEXP_SWITCH, whose argument is
+      >= 1 exactly (the term of the largest a is 1 - exp(-M)) and is clamped at 0.5, so float
+      cancellation in the unused branch can never reach log(<= 0) and turn ``where``'s zero
+      gradient into NaN.
+    """
+    flat = a.reshape(-1)
+    m = flat.detach().amax() if flat.numel() else flat.new_zeros(())
+    m = m.clone()
+    dist.all_reduce(m, op=dist.ReduceOp.MAX)
+    small = torch.expm1(flat.clamp_max(_LOGEXP_SWITCH)).sum()
+    large = (flat - m).exp().sum() - flat.numel() * (-m).exp()
+    rows = flat.new_tensor(float(a.shape[0]))
+    total = _AllReduceSum.apply(torch.stack([small, large, rows]))
+    small_form = torch.log1p(total[0])
+    large_form = m + torch.log((total[1] + (-m).exp()).clamp_min(0.5))
+    return torch.where(m > _LOGEXP_SWITCH, large_form, small_form) / (p * total[2].detach())
+
+
+def logexp_loss(x: Tensor, y: Tensor, p: float = 1, reduction: str = "sample", gather: bool = True) -> Tensor:
     """The paper's LogExp feature-distance loss (Eq. 3), mean over samples.
 
     ``reduction="sample"`` (the paper, Eq. 3), per sample with d = x - y of length D:
@@ -301,12 +384,21 @@ def logexp_loss(x: Tensor, y: Tensor, p: float = 1, reduction: str = "sample") -
     (divided further by N for the batch mean): a softmax-like weighting that concentrates the
     gradient on the coordinates with the largest differences.
 
-    ``reduction="batch"`` is the released code's form: a single log over all N*D coordinates,
-    divided by p*B with B = N the batch size,
+    ``reduction="batch"`` is the released code's form (hurricanelx/LRFR ``src/metrics.py``,
+    ``ExpDist``): a single log over all N*D coordinates, divided by p*B with B = N the batch size,
 
         L = 1/(p B) * log(1 + sum_{b,i} (exp(|d_bi|^p) - 1)),
 
-    whose gradient scale (and value) therefore depends on the batch size.
+    whose gradient scale (and value) therefore depends on the batch size. The released script
+    computes it on the whole batch (``nn.DataParallel`` gathers the embeddings on one GPU). Under
+    DDP each rank holds only its shard, and one log per shard is a different loss (its gradient
+    ~W times the released one for W ranks), so with ``gather`` (the default) and an initialised
+    process group of W > 1 ranks the sums inside the log and the row counts are all-reduced, with
+    autograd through every rank's own part: each rank's value is the whole-batch loss, and after
+    DDP's gradient averaging the gradient is the whole-batch gradient. Every rank must then call
+    it (and backward) at the same step. ``gather=False`` keeps the per-rank form. The per-sample
+    form needs no gathering: with equal shards (as the trainer's) DDP's average of the ranks' means
+    is the global mean.
 
     Computed in float32 and overflow-free for any finite ``|d|^p`` (see ``_log1p_sum_expm1``).
     """
@@ -322,24 +414,30 @@ def logexp_loss(x: Tensor, y: Tensor, p: float = 1, reduction: str = "sample") -
         n, dim = a.shape
         if reduction == "sample":
             return _log1p_sum_expm1(a).mean() / (p * dim)
+        if gather and _world_size() > 1:
+            return _batch_logexp_all_ranks(a, p)
         return _log1p_sum_expm1(a.reshape(1, -1)).squeeze(0) / (p * n)
 
 
 DISTANCE_LOSSES: tuple[str, ...] = ("none", "l1", "l2", "smoothl1", "logexp")
 
 
-def build_distance_loss(name: str, p: float = 1, reduction: str = "sample") -> DistanceLoss | None:
+def build_distance_loss(
+    name: str, p: float = 1, reduction: str = "sample", beta: float = SMOOTH_L1_BETA
+) -> DistanceLoss | None:
     """The HR/LR feature-distance term by name: ``"none"`` (returns ``None``), ``"l1"``, ``"l2"``,
     ``"smoothl1"`` or ``"logexp"``.
 
     ``p`` and ``reduction`` parametrise LogExp (Eq. 3 per sample, or the released code's
-    whole-batch form); the other losses have no such parameters and ignore them, but an
-    unknown ``reduction`` is rejected for every name so a typo never passes silently.
+    whole-batch form, gathered over DDP ranks); ``beta`` is smooth L1's threshold. The other
+    losses ignore them, but an unknown ``reduction`` or a ``beta <= 0`` is rejected for every
+    name so a typo never passes silently.
     """
     if reduction not in DISTANCE_REDUCTIONS:
         raise ConfigError(
             f"unknown distance-loss reduction {reduction!r}; valid reductions: {', '.join(DISTANCE_REDUCTIONS)}"
         )
+    beta = _check_beta(beta)
     key = name.strip().lower() if isinstance(name, str) else name
     if key == "none":
         return None
@@ -348,7 +446,7 @@ def build_distance_loss(name: str, p: float = 1, reduction: str = "sample") -> D
     if key == "l2":
         return l2_loss
     if key == "smoothl1":
-        return smooth_l1_loss
+        return functools.partial(smooth_l1_loss, beta=beta)
     if key == "logexp":
         return functools.partial(logexp_loss, p=_check_p(p), reduction=reduction)
     raise ConfigError(f"unknown distance loss {name!r}; valid names: {', '.join(DISTANCE_LOSSES)}")

@@ -272,7 +272,8 @@ def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resum
         backbone.load_state_dict(init_backbone)
     head = build_head(cfg.loss.head, cfg.model.embedding_size, num_classes, s=cfg.loss.s, m=cfg.loss.m)
     siamese_lr = bool(cfg.augment.resolutions)
-    distance = build_distance_loss(cfg.loss.distance, p=cfg.loss.p, reduction=cfg.loss.reduction) if siamese_lr else None
+    distance = (build_distance_loss(cfg.loss.distance, p=cfg.loss.p, reduction=cfg.loss.reduction, beta=cfg.loss.beta)
+                if siamese_lr else None)
     module = SiameseModule(backbone, head, distance, cfg.loss.lambda_).to(device)
     # Channels-last helps on the CPU too (oneDNN convolutions): measured 1.5x per step at 112 px.
     channels_last = cfg.train.channels_last

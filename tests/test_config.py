@@ -3,7 +3,8 @@ import pytest
 from engine.config import flatten, from_dict, list_presets, resolve, to_dict, to_toml
 from engine.errors import ConfigError
 
-TABLE4 = ["baseline", "aug14", "maug", "paug", "maug-l1", "maug-l2", "maug-logexp-p1", "maug-logexp-p2"]
+TABLE4 = ["baseline", "aug14", "maug", "paug-logexp-p1", "aug14-l1", "aug14-logexp-p1", "maug-logexp-p1",
+          "aug14-l2", "aug14-logexp-p2", "maug-logexp-p2"]
 
 
 def test_every_preset_resolves_and_has_a_description():
@@ -30,7 +31,7 @@ def test_table4_presets_differ_only_in_augmentation_and_distance():
     expected = {
         "baseline": {"augment.resolutions": [], "augment.weights": [], "loss.distance": "none"},
         "aug14": {"augment.resolutions": [14], "augment.weights": [1.0], "loss.distance": "none"},
-        "maug-l2": {"loss.distance": "l2"},
+        "aug14-l2": {"augment.resolutions": [14], "augment.weights": [1.0], "loss.distance": "l2"},
         "maug-logexp-p2": {"loss.p": 2.0},
     }
     for name, changes in expected.items():

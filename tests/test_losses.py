@@ -235,7 +235,7 @@ def test_simple_distances_match_hand_formulas():
     assert l2_loss(x, y).item() == pytest.approx(((1 + 4 + 0.25) / 6 + (0.0625 + 0 + 9) / 6) / 2)
     # SmoothL1 (beta 1): 0.5 d^2 for |d| < 1, |d| - 0.5 otherwise; mean over all 6 elements.
     terms = [0.5, 1.5, 0.125, 0.03125, 0.0, 2.5]
-    assert smooth_l1_loss(x, y).item() == pytest.approx(sum(terms) / 6)
+    assert smooth_l1_loss(x, y, beta=1.0).item() == pytest.approx(sum(terms) / 6)
     assert smooth_l1_loss(x, y, beta=2.0).item() == pytest.approx(F.smooth_l1_loss(x, y, beta=2.0).item())
 
 
