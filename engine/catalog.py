@@ -6,6 +6,7 @@ Presets name datasets (``casia_webface``, ``ms1m``); a user registers where they
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -77,19 +78,62 @@ def find_pairs_file(root: Path) -> Path | None:
     return found[0] if found else None
 
 
+def looks_like_lfw_tree(root: Path, sample: int = 20) -> bool:
+    """Whether ``root`` holds LFW-named images (``<name>/<name>_0001.jpg``), looking at a few folders only."""
+    if not root.is_dir():
+        return False
+    try:
+        folders = [d for d in itertools.islice(root.iterdir(), 10 * sample) if d.is_dir()][:sample]
+        return any(f.is_file() and f.stem.startswith(d.name + "_") and f.stem[len(d.name) + 1:].isdigit()
+                   for d in folders for f in itertools.islice(d.iterdir(), 5))
+    except OSError:
+        return False
+
+
+def pairs_file_beside(root: Path) -> Path | None:
+    """An LFW-style tree's pairs file next to it (LFW's ``pairs.txt`` and XQLFW's ``xqlfw_pairs.txt`` are
+    distributed beside the image folder, not inside it); None unless ``root`` looks like such a tree."""
+    if not root.is_dir() or not looks_like_lfw_tree(root):
+        return None
+    return find_pairs_file(root.parent)
+
+
 def register(name: str, path: str | Path, fmt: str = "auto", catalog: Path | None = None,
              pairs: str | Path | None = None) -> DatasetEntry:
+    """Record ``name -> (path, format)`` in the catalog; ``fmt="auto"`` guesses the format from the files.
+
+    A pairs file makes the dataset a verification set: with ``pairs`` the format is ``pairs`` (auto) and any
+    other explicit format is an error. An auto-guessed ``folder`` that is an LFW-style tree with a pairs
+    file beside it is refused with the command that registers it as a verification set (``--format
+    folder`` registers the images as a training folder on purpose).
+    """
     root = Path(path).expanduser().resolve()
     if not root.exists():
         raise DatasetError(f"cannot register {name!r}: {root} does not exist")
-    fmt = guess_format(root) if fmt == "auto" else fmt
+    pairs_path = Path(pairs).expanduser().resolve() if pairs else None
+    guessed = fmt == "auto"
+    if guessed:
+        fmt = "pairs" if pairs_path is not None else guess_format(root)
     if fmt not in FORMATS:
         raise DatasetError(f"unknown dataset format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    pairs_path = Path(pairs).expanduser().resolve() if pairs else None
-    if fmt == "pairs" and pairs_path is None and find_pairs_file(root) is None:
-        raise DatasetError(f"no pairs file in {root}: pass --pairs PATH")
+    if pairs_path is not None and fmt != "pairs":
+        raise DatasetError(f"--pairs {pairs_path} makes {name!r} a verification set (format 'pairs'), but "
+                           f"--format {fmt} was given: drop --format or use --format pairs")
     if pairs_path is not None and not pairs_path.is_file():
         raise DatasetError(f"pairs file {pairs_path} does not exist")
+    if fmt == "pairs" and not root.is_dir():
+        raise DatasetError(f"a 'pairs' dataset is an image tree (LFW-style folders), but {root} is a file")
+    beside = pairs_file_beside(root) if pairs_path is None and (fmt == "pairs" or (fmt == "folder" and guessed)) \
+        else None
+    if fmt == "pairs" and pairs_path is None and find_pairs_file(root) is None:
+        hint = f" (found {beside} beside it: pass --pairs {beside})" if beside else ""
+        raise DatasetError(f"no pairs file in {root}: pass --pairs PATH{hint}")
+    if fmt == "folder" and beside is not None:
+        raise DatasetError(
+            f"{root} looks like an LFW-style verification tree with its pairs file {beside} beside it; "
+            f"register it as a verification set with `lrfr data add {name} {root} --pairs {beside}`, "
+            f"or pass --format folder to register its images as a training folder"
+        )
     catalog = catalog or catalog_path()
     entries = load_catalog(catalog)
     entries[name] = DatasetEntry(name=name, path=str(root), format=fmt,

@@ -24,6 +24,9 @@ class CheckReport:
     identities: int | None = None
     images: int = 0
     pairs: int | None = None
+    folds: int | None = None  # verification sets: the folds the pairs file's header declares
+    records_listed: int | None = None  # RecordIO: keys in the .idx (header and identity records included)
+    records_read: int | None = None  # RecordIO: of those, read as header, identity record or image
     unreadable: list[str] = field(default_factory=list)  # the first MAX_LISTED, "file: reason"
     unreadable_count: int = 0
     problems: list[str] = field(default_factory=list)  # missing files, wrong counts ...
@@ -84,6 +87,15 @@ def _check_recordio(entry, path, report, progress):
     rec = path if path.is_file() else path / "train.rec"
     ds = RecordIODataset(rec, rec.with_suffix(".idx"), on_error="raise", size=None)
     report.identities = ds.num_classes
+    report.records_listed = ds.records_listed
+    report.records_read = (ds.header is not None) + ds.identity_records + len(ds)
+    if report.records_read != report.records_listed:
+        keys = ", ".join(str(int(k)) for k in ds.unread_keys[:5]) + (", ..." if len(ds.unread_keys) > 5 else "")
+        report.problems.append(
+            f"{ds.idx_path} lists {report.records_listed} records but {report.records_read} are read "
+            f"(header {'yes' if ds.header is not None else 'no'}, {ds.identity_records} identity records, "
+            f"{len(ds)} images); not read: keys {keys}"
+        )
     _count_readable(report, (lambda i=i: ds[i] for i in range(len(ds))), progress)
 
 
@@ -101,8 +113,9 @@ def _check_pairs(entry, path, report, progress):
     pairs = Path(entry.pairs) if entry.pairs else find_pairs_file(path)
     if pairs is None:
         raise DatasetError(f"no pairs file in {path}")
-    files, issame, _ = pair_files(path, pairs)
+    files, issame, folds = pair_files(path, pairs)
     report.pairs = len(issame)
+    report.folds = folds
     unique = sorted(set(files))
     report.identities = len({f.parent.name for f in unique})
     _decode_all(report, ((str(f), f) for f in unique), progress)

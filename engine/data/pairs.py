@@ -37,18 +37,26 @@ class VerificationPairs:
     """Decoded verification pairs: pair ``i`` is ``images[2 * i]`` vs ``images[2 * i + 1]``.
 
     ``images`` is uint8 ``2P x 3 x S x S``; ``issame`` is a bool array of ``P``; ``folds`` is how many
-    contiguous, equal folds the pairs form (10 for LFW-style files and insightface packs).
+    contiguous folds the pairs form: the pairs file's header says (``10 300`` for LFW's view 2, ``5 300``
+    gives 5), 10 for insightface packs. ``per_fold`` is the header's matched (= mismatched) pairs per fold,
+    None where no header says. The k-fold protocol must split into ``folds`` folds (``fold_bounds``): with
+    any other count a fold can hold pairs of one kind only.
     """
 
     images: torch.Tensor
     issame: np.ndarray
     name: str
     folds: int = 10
+    per_fold: int | None = None
 
     def __post_init__(self) -> None:
         self.issame = np.asarray(self.issame, dtype=bool)
         if self.issame.ndim != 1:
             raise ValueError(f"issame must be one-dimensional, got shape {self.issame.shape}")
+        if self.folds < 1:
+            raise ValueError(f"folds must be >= 1, got {self.folds}")
+        if self.per_fold is not None and 2 * self.per_fold * self.folds != len(self.issame):
+            raise ValueError(f"{self.folds} folds x 2 x {self.per_fold} pairs per kind != {len(self.issame)} pairs")
         if self.images.ndim != 4 or self.images.shape[0] != 2 * len(self.issame):
             raise ValueError(
                 f"images must be (2P) x C x H x W with P = {len(self.issame)} pairs, "
@@ -58,6 +66,14 @@ class VerificationPairs:
     @property
     def num_pairs(self) -> int:
         return len(self.issame)
+
+    def fold_bounds(self) -> np.ndarray:
+        """``folds + 1`` pair indices: fold ``f`` is pairs ``bounds[f]:bounds[f + 1]`` (contiguous, sized as
+        sklearn's ``KFold(folds)``, so a pairs file's folds come out exactly as its header declares)."""
+        n, k = len(self.issame), self.folds
+        sizes = np.full(k, n // k)
+        sizes[: n % k] += 1
+        return np.concatenate([[0], np.cumsum(sizes)])
 
     @property
     def first(self) -> torch.Tensor:
@@ -275,6 +291,8 @@ def pair_files(root: Path | str, pairs_path: Path | str,
                ext: str = DEFAULT_EXTENSION) -> tuple[list[Path], np.ndarray, int]:
     """Resolve a pairs file against an image tree without decoding: ``(2P files, issame, folds)``.
 
+    ``folds`` is the header's fold count (the pairs are ``folds`` x (N matched + N mismatched) lines).
+
     Raises ``DatasetError`` naming the pairs file and line of the first referenced image that does not
     exist, with the number of missing images.
     """
@@ -314,4 +332,5 @@ def load_pairs_tree(root: Path | str, pairs_path: Path | str, size: int = 112, n
     index = [unique.setdefault(f, len(unique)) for f in files]
     decoded = decode_files(list(unique), size)
     images = decoded[torch.as_tensor(index, dtype=torch.long)] if index else decoded
-    return VerificationPairs(images=images, issame=issame, name=name or Path(root).name, folds=folds)
+    return VerificationPairs(images=images, issame=issame, name=name or Path(root).name, folds=folds,
+                             per_fold=len(issame) // (2 * folds))

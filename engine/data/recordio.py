@@ -9,9 +9,13 @@ Layout, as written by dmlc-core's RecordIOWriter and mxnet.recordio:
   2 = middle, 3 = last; 0 = whole record) and the magic word itself is dropped; readers put it back.
 * payload: ``IRHeader`` struct ``<IfQQ`` (flag, label, id, id2); if ``flag > 0``, ``flag`` float32
   labels follow (the identity is the first); then the encoded image (JPEG/PNG).
-* insightface: record 0 is a header with ``flag > 0`` whose ``label[0]`` is one past the last image key,
-  so images are keys ``1 .. label[0] - 1``. If record 0 has ``flag == 0`` (or there is no key 0), every
-  key in the index is an image.
+* insightface (``face2rec2.py``): record 0 is a header, ``flag = 2`` and NO image bytes after the labels,
+  whose labels are ``(first identity-record key, end key)``: images are keys ``1 .. label[0] - 1`` and
+  keys ``label[0] .. label[1] - 1`` are per-identity records (image-key ranges, no image either).
+* mxnet's ``tools/im2rec.py`` writes every ``.lst`` line as an image record under the line's own index
+  (usually starting at 0, in shuffled order), with ``flag = len(labels)`` when it packs multi-float
+  labels (``--pack-label``). So key 0 is the insightface header only when it carries no image; otherwise
+  every key the index lists is an image. ``records_listed`` / ``unread_keys`` say what was not read.
 """
 
 from __future__ import annotations
@@ -184,21 +188,30 @@ class RecordIODataset(Dataset):
                 f"RecordIO index {self.idx_path} points past the end of {self.rec_path} "
                 f"({self._rec_size} bytes): the .rec file is truncated or belongs to another index"
             )
+        self.records_listed = len(keys)  # every key of the .idx, header and identity records included
         self.header: IRHeader | None = None
+        self.identity_records = 0  # insightface's per-identity records (keys label[0] .. label[1] - 1)
         image_keys = keys
-        if keys[0] == 0:
-            header, _ = self._unpack(0, int(offsets[0]))
-            if header.flag > 0:
-                self.header = header
-                end = int(header.label[0])
-                wanted = np.arange(1, end, dtype=np.int64)
-                pos = np.searchsorted(keys, wanted)
-                if end < 1 or np.any(pos >= len(keys)) or np.any(keys[np.minimum(pos, len(keys) - 1)] != wanted):
-                    raise DatasetError(
-                        f"RecordIO header record in {self.rec_path} says images are keys 1..{end - 1}, "
-                        f"but {self.idx_path} does not list all of them"
-                    )
-                image_keys, offsets = wanted, offsets[pos]
+        unread = np.zeros(0, dtype=np.int64)
+        header = self._header_record(keys, offsets)
+        if header is not None:
+            self.header = header
+            end = int(header.label[0])
+            wanted = np.arange(1, end, dtype=np.int64)
+            pos = np.searchsorted(keys, wanted)
+            if np.any(pos >= len(keys)) or np.any(keys[np.minimum(pos, len(keys) - 1)] != wanted):
+                raise DatasetError(
+                    f"RecordIO header record in {self.rec_path} says images are keys 1..{end - 1}, "
+                    f"but {self.idx_path} does not list all of them"
+                )
+            rest = keys[keys >= end]
+            if header.flag >= 2 and _integral(header.label[1]) and header.label[1] >= end:
+                in_range = rest < int(header.label[1])
+                self.identity_records = int(in_range.sum())
+                rest = rest[~in_range]
+            unread = rest
+            image_keys, offsets = wanted, offsets[pos]
+        self.unread_keys = np.ascontiguousarray(unread)  # listed, but neither header, identity record nor image
         self._offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         # Keys are usually a contiguous range: then store only the first one.
         contiguous = bool(np.all(np.diff(image_keys) == 1))
@@ -207,6 +220,28 @@ class RecordIODataset(Dataset):
         if len(self._offsets) == 0:
             raise DatasetError(f"RecordIO pack {self.rec_path} holds no images")
         self._close()  # __init__ may have opened the file in this process; workers reopen their own
+
+    def _header_record(self, keys: np.ndarray, offsets: np.ndarray) -> IRHeader | None:
+        """Key 0's header when key 0 is insightface's header record (labels and no image), else None.
+
+        An image record (im2rec's first record, say, with ``flag = len(labels)``) has image bytes after its
+        labels; insightface's header has none. Only the first bytes of key 0 are read.
+        """
+        if len(keys) == 0 or keys[0] != 0:
+            return None
+        offset = int(offsets[0])
+        head = self.read_record(0, offset, limit=_IRHEADER.size)
+        flag = struct.unpack_from("<I", head)[0] if len(head) >= 4 else 0
+        if flag == 0:
+            return None
+        # One byte past the labels is enough to tell an image record from a header.
+        header, image = self._unpack(0, offset, limit=_IRHEADER.size + 4 * flag + 1)
+        if image:
+            return None
+        if not (_integral(header.label[0]) and header.label[0] >= 1):
+            raise self._bad(0, offset, f"record 0 holds no image, but its labels {header.label[:2]} are not an "
+                                       f"insightface header (first label: one past the last image key, >= 1)")
+        return header
 
     # -- file access -------------------------------------------------------------------------------
 
@@ -289,10 +324,7 @@ class RecordIODataset(Dataset):
         return len(self._offsets)
 
     def __getitem__(self, index: int) -> Item | None:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
+        index = self._index(index)
         key, offset = self._key(index), int(self._offsets[index])
         try:
             header, image = self._unpack(key, offset)
@@ -306,16 +338,39 @@ class RecordIODataset(Dataset):
             log.warning("skipping unreadable record: %s", exc)
             return None
 
-    def label_of(self, index: int) -> int:
-        """The identity of image ``index``, reading only its record header."""
+    def _index(self, index: int) -> int:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        return index
+
+    def key_of(self, index: int) -> int:
+        """The ``.idx`` key of image ``index``."""
+        return self._key(self._index(index))
+
+    def header_of(self, index: int) -> IRHeader:
+        """The ``IRHeader`` of image ``index`` with all its float labels, reading only the record header."""
+        index = self._index(index)
         key, offset = self._key(index), int(self._offsets[index])
         head = self.read_record(key, offset, limit=_IRHEADER.size)
         flag = struct.unpack_from("<I", head)[0] if len(head) >= 4 else 0
         # With flag > 0 the labels follow the fixed part: read exactly that much more.
         header, _ = self._unpack(key, offset, limit=_IRHEADER.size + 4 * flag)
+        return header
+
+    def label_vector(self, index: int) -> np.ndarray:
+        """Every float label of image ``index`` (float32): ``flag`` values, or the one label when flag is 0."""
+        return np.asarray(self.header_of(index).label, dtype=np.float32)
+
+    def label_of(self, index: int) -> int:
+        """The identity of image ``index`` (its first label), reading only its record header."""
+        header = self.header_of(index)
         label = _identity(header)
         if label is None:
-            raise self._bad(key, offset, f"label {header.label[0]} is not a valid identity number")
+            index = self._index(index)
+            raise self._bad(self._key(index), int(self._offsets[index]),
+                            f"label {header.label[0]} is not a valid identity number")
         return label
 
     @property
@@ -340,8 +395,12 @@ class RecordIODataset(Dataset):
         return f"RecordIODataset({str(self.rec_path)!r}, {len(self)} images)"
 
 
+def _integral(value: float) -> bool:
+    return math.isfinite(value) and value == int(value)
+
+
 def _identity(header: IRHeader) -> int | None:
     value = header.label[0]
-    if not math.isfinite(value) or value < 0 or value != int(value):
+    if not _integral(value) or value < 0:
         return None
     return int(value)

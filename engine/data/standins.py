@@ -6,9 +6,12 @@ subject was seen in training: LFW / XQLFW / the ``.bin`` pack use 2,000,000+, SC
 4,000,000+ (the in-memory synthetic LFW of the evaluation code uses 1,000,000+).
 
 * ``write_lfw_tree``: ``<root>/Person_0001/Person_0001_0001.jpg`` ... and ``<root>/pairs.txt`` in LFW's
-  layout (per fold N matched then N mismatched lines; folds use disjoint identities, like LFW's).
-* ``write_xqlfw_tree``: the same faces and pairs, each image degraded as XQLFW's are (down to a random
-  7-20 px, back up to full size, JPEG quality ~30), with ``<root>/xqlfw_pairs.txt``.
+  layout (header ``folds<TAB>N``, per fold N matched then N mismatched lines; folds use disjoint identities
+  and no pair occurs twice, like LFW's).
+* ``write_xqlfw_tree``: the same faces, cross-quality as XQLFW is: about half of each identity's images are
+  degraded (down to a random 7-20 px, back up to full size, JPEG quality ~30), the others stay sharp, and
+  ``<root>/xqlfw_pairs.txt`` pairs one sharp with one degraded image every time (which side is degraded is a
+  seeded choice per pair).
 * ``write_lfw_bin``: an insightface ``lfw.bin``-like pack of the same pairs (JPEG bytes).
 * ``write_scface_tree``: SCface's names and folders; sharp 128 px mugshots
   (``mugshot_frontal_cropped_all/001_frontal.JPG``) and native low-resolution surveillance crops
@@ -26,8 +29,9 @@ tree that looks complete; ``materialise_standins`` writes the whole set once per
 from __future__ import annotations
 
 import io
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +43,7 @@ from engine.data.pairs import PairEntry, write_atomic, write_pairs
 from engine.data.synthetic import GENERATOR_VERSION, render_face
 from engine.errors import DatasetError
 
-STANDINS_VERSION = 1
+STANDINS_VERSION = 2  # 2: distinct LFW pairs, cross-quality XQLFW pairs
 LFW_FIRST_IDENTITY = 2_000_000
 SCFACE_FIRST_IDENTITY = 3_000_000
 TINYFACE_FIRST_IDENTITY = 4_000_000
@@ -97,9 +101,11 @@ def lfw_name(index: int) -> str:
     return f"Person_{index + 1:04d}"
 
 
-def lfw_pairs(num_identities: int, images_per_identity: int, folds: int = 10, per_fold: int = 30,
-              seed: int = 0) -> list[PairEntry]:
-    """Pairs in LFW's layout over stand-in identities; each fold draws from its own identities."""
+def _identity_groups(rng: np.random.Generator, num_identities: int, folds: int) -> list[np.ndarray]:
+    return np.array_split(rng.permutation(num_identities), folds)
+
+
+def _check_sizes(num_identities: int, images_per_identity: int, folds: int, per_fold: int) -> None:
     if images_per_identity < 2:
         raise ValueError("images_per_identity must be >= 2 (matched pairs need two images)")
     if folds < 1 or per_fold < 1:
@@ -108,17 +114,131 @@ def lfw_pairs(num_identities: int, images_per_identity: int, folds: int = 10, pe
         raise ValueError(
             f"need at least 2 identities per fold: {num_identities} identities for {folds} folds"
         )
+
+
+_Img = tuple[int, int]  # (identity index, image number from 1)
+
+
+def _draw_fold(rng: np.random.Generator, ids: Sequence[int], per_fold: int,
+               matched: Callable[[int], list[tuple[int, int]]],
+               mismatched: Callable[[int, int], list[tuple[int, int]]],
+               draw_mismatched: Callable[[int, int], tuple[int, int]], capacity: int,
+               ) -> tuple[list[tuple[_Img, _Img]], list[tuple[_Img, _Img]]]:
+    """``per_fold`` distinct matched and ``per_fold`` distinct mismatched unordered pairs over ``ids``.
+
+    Matched pairs go round-robin over the fold's identities (each one's candidates ``matched(i)`` in a
+    seeded order), so every identity is used before any is used twice. Mismatched pairs are drawn with
+    ``draw_mismatched(i, j)`` and redrawn when already taken; when the fold has few candidates
+    (``capacity``, the count over all identity pairs of ``mismatched(i, j)``) they are enumerated instead.
+    """
+    queues = []
+    for i in ids:
+        cands = matched(i)
+        queues.append([cands[t] for t in rng.permutation(len(cands))])
+    if sum(len(q) for q in queues) < per_fold:
+        raise ValueError(f"a fold of {len(ids)} identities has only {sum(len(q) for q in queues)} distinct "
+                         f"matched pairs, {per_fold} asked for: use more identities or images per identity")
+    same: list[tuple[_Img, _Img]] = []
+    turn = 0
+    while len(same) < per_fold:
+        k = turn % len(ids)
+        if queues[k]:
+            a, b = queues[k].pop(0)
+            same.append(((ids[k], a), (ids[k], b)))
+        turn += 1
+    if capacity < per_fold:
+        raise ValueError(f"a fold of {len(ids)} identities has only {capacity} distinct mismatched pairs, "
+                         f"{per_fold} asked for")
+    diff: list[tuple[_Img, _Img]] = []
+    if capacity <= 8 * per_fold:
+        cands = [((i, a), (j, b)) for x, i in enumerate(ids) for j in ids[x + 1:] for a, b in mismatched(i, j)]
+        diff = [cands[t] for t in sorted(rng.choice(len(cands), per_fold, replace=False))]
+        diff = [diff[t] for t in rng.permutation(per_fold)]
+    else:
+        seen: set[frozenset[_Img]] = set()
+        while len(diff) < per_fold:
+            x, y = rng.choice(len(ids), 2, replace=False)
+            a, b = draw_mismatched(ids[x], ids[y])
+            key = frozenset(((ids[x], a), (ids[y], b)))
+            if key not in seen:
+                seen.add(key)
+                diff.append(((ids[x], a), (ids[y], b)))
+    return same, diff
+
+
+def lfw_pairs(num_identities: int, images_per_identity: int, folds: int = 10, per_fold: int = 30,
+              seed: int = 0) -> list[PairEntry]:
+    """Distinct pairs in LFW's layout over stand-in identities; each fold draws from its own identities.
+
+    Per fold ``per_fold`` matched lines (``name n1 n2``, n1 < n2) then ``per_fold`` mismatched lines; no
+    unordered pair of images occurs twice (LFW's 6,000 pairs are distinct). ``ValueError`` when a fold's
+    identities cannot give that many distinct pairs.
+    """
+    _check_sizes(num_identities, images_per_identity, folds, per_fold)
+    k = images_per_identity
+    numbers = range(1, k + 1)
+    all_same = list(itertools.combinations(numbers, 2))
+    all_diff = list(itertools.product(numbers, numbers))
     rng = np.random.default_rng([seed, 0x1F3])
-    groups = np.array_split(rng.permutation(num_identities), folds)
     entries: list[PairEntry] = []
-    for ids in groups:
-        for k in range(per_fold):
-            a, b = sorted(int(x) + 1 for x in rng.choice(images_per_identity, 2, replace=False))
-            entries.append(PairEntry.matched(lfw_name(int(ids[k % len(ids)])), a, b))
-        for _ in range(per_fold):
-            i, j = rng.choice(len(ids), 2, replace=False)
-            na, nb = (int(x) + 1 for x in rng.integers(0, images_per_identity, 2))
-            entries.append(PairEntry.mismatched(lfw_name(int(ids[i])), na, lfw_name(int(ids[j])), nb))
+    for group in _identity_groups(rng, num_identities, folds):
+        ids = [int(i) for i in group]
+        same, diff = _draw_fold(
+            rng, ids, per_fold, lambda i: all_same, lambda i, j: all_diff,
+            lambda i, j: (int(rng.integers(1, k + 1)), int(rng.integers(1, k + 1))),
+            capacity=len(ids) * (len(ids) - 1) // 2 * k * k)
+        entries += [PairEntry.matched(lfw_name(i), a, b) for (i, a), (_, b) in same]
+        entries += [PairEntry.mismatched(lfw_name(i), a, lfw_name(j), b) for (i, a), (j, b) in diff]
+    return entries
+
+
+def xqlfw_degraded(num_identities: int, images_per_identity: int, seed: int = 0) -> list[frozenset[int]]:
+    """Per identity index, the image numbers the XQLFW stand-in degrades: a seeded ``ceil(k / 2)`` of ``k``.
+
+    The others stay as sharp as the LFW stand-in's, so every identity has images of both qualities.
+    """
+    k = images_per_identity
+    out = []
+    for index in range(num_identities):
+        order = np.random.default_rng([seed, index, 0x7C2]).permutation(k) + 1
+        out.append(frozenset(int(n) for n in order[: (k + 1) // 2]))
+    return out
+
+
+def xqlfw_pairs(num_identities: int, images_per_identity: int, folds: int = 10, per_fold: int = 30,
+                seed: int = 0) -> list[PairEntry]:
+    """Distinct cross-quality pairs in LFW's layout: in every pair exactly one image is degraded.
+
+    Which images are degraded is ``xqlfw_degraded``; which side of a pair holds the degraded one (first or
+    second) is a seeded coin per pair, as XQLFW's pairs mix both orders.
+    """
+    _check_sizes(num_identities, images_per_identity, folds, per_fold)
+    k = images_per_identity
+    low = xqlfw_degraded(num_identities, k, seed)
+    high = [frozenset(range(1, k + 1)) - d for d in low]
+    rng = np.random.default_rng([seed, 0x7C3])
+
+    def cross(i: int, j: int) -> list[tuple[int, int]]:
+        return sorted(itertools.product(high[i], low[j])) + sorted(itertools.product(low[i], high[j]))
+
+    def draw(i: int, j: int) -> tuple[int, int]:
+        sharp_first = rng.random() < 0.5
+        a_from, b_from = (high[i], low[j]) if sharp_first else (low[i], high[j])
+        return int(rng.choice(sorted(a_from))), int(rng.choice(sorted(b_from)))
+
+    h, lo = k - (k + 1) // 2, (k + 1) // 2
+    entries: list[PairEntry] = []
+    for group in _identity_groups(rng, num_identities, folds):
+        ids = [int(i) for i in group]
+        same, diff = _draw_fold(rng, ids, per_fold, lambda i: sorted(itertools.product(high[i], low[i])),
+                                cross, draw, capacity=len(ids) * (len(ids) - 1) // 2 * 2 * h * lo)
+        for pairs in (same, diff):
+            for first, second in pairs:
+                if rng.random() < 0.5:  # the seeded choice of the degraded image's position
+                    first, second = second, first
+                (i, a), (j, b) = first, second
+                entries.append(PairEntry.matched(lfw_name(i), a, b) if i == j
+                               else PairEntry.mismatched(lfw_name(i), a, lfw_name(j), b))
     return entries
 
 
@@ -134,35 +254,42 @@ def _lfw_image(seed: int, first_identity: int, index: int, number: int, image_si
     return img, int(rng.integers(25, 36))
 
 
-def write_lfw_tree(root: Path | str, num_identities: int, images_per_identity: int, folds: int = 10,
-                   per_fold: int = 30, seed: int = 0, *, first_identity: int = LFW_FIRST_IDENTITY,
-                   image_size: int = 112, pairs_name: str = LFW_PAIRS, xqlfw: bool = False) -> Path:
-    """An LFW-style tree of every stand-in image plus ``<root>/<pairs_name>``; returns ``root``.
-
-    ``xqlfw=True`` degrades every image as XQLFW does (see ``write_xqlfw_tree``).
-    """
-    entries = lfw_pairs(num_identities, images_per_identity, folds, per_fold, seed)
-
+def _write_pairs_tree(root: Path | str, num_identities: int, images_per_identity: int, folds: int,
+                      per_fold: int, seed: int, first_identity: int, image_size: int, pairs_name: str,
+                      entries: list[PairEntry], degraded: list[frozenset[int]] | None) -> Path:
     def build(tmp: Path) -> None:
         for index in range(num_identities):
             name = lfw_name(index)
             (tmp / name).mkdir()
             for number in range(1, images_per_identity + 1):
-                img, quality = _lfw_image(seed, first_identity, index, number, image_size, xqlfw)
+                low = degraded is not None and number in degraded[index]
+                img, quality = _lfw_image(seed, first_identity, index, number, image_size, low)
                 _save(img, tmp / name / f"{name}_{number:04d}.jpg", quality)
         write_pairs(tmp / pairs_name, folds, per_fold, entries)
 
     return _write_tree(root, build)
 
 
+def write_lfw_tree(root: Path | str, num_identities: int, images_per_identity: int, folds: int = 10,
+                   per_fold: int = 30, seed: int = 0, *, first_identity: int = LFW_FIRST_IDENTITY,
+                   image_size: int = 112, pairs_name: str = LFW_PAIRS) -> Path:
+    """An LFW-style tree of every stand-in image (JPEG quality 95) plus ``<root>/<pairs_name>``; returns root."""
+    entries = lfw_pairs(num_identities, images_per_identity, folds, per_fold, seed)
+    return _write_pairs_tree(root, num_identities, images_per_identity, folds, per_fold, seed, first_identity,
+                             image_size, pairs_name, entries, None)
+
+
 def write_xqlfw_tree(root: Path | str, num_identities: int, images_per_identity: int, folds: int = 10,
                      per_fold: int = 30, seed: int = 0, *, first_identity: int = LFW_FIRST_IDENTITY,
                      image_size: int = 112) -> Path:
-    """The LFW stand-in's faces and pairs, each image down-sampled to a random 7-20 px (seeded per image),
-    up-sampled back to ``image_size`` and stored as JPEG of quality 25-35; pairs in ``xqlfw_pairs.txt``."""
-    return write_lfw_tree(root, num_identities, images_per_identity, folds, per_fold, seed,
-                          first_identity=first_identity, image_size=image_size, pairs_name=XQLFW_PAIRS,
-                          xqlfw=True)
+    """The LFW stand-in's faces, cross-quality: the ``xqlfw_degraded`` images of each identity are
+    down-sampled to a random 7-20 px (seeded per image), up-sampled back to ``image_size`` and stored as JPEG
+    of quality 25-35, the others stay sharp (quality 95); ``xqlfw_pairs.txt`` holds ``xqlfw_pairs``, one
+    sharp and one degraded image per pair."""
+    entries = xqlfw_pairs(num_identities, images_per_identity, folds, per_fold, seed)
+    degraded = xqlfw_degraded(num_identities, images_per_identity, seed)
+    return _write_pairs_tree(root, num_identities, images_per_identity, folds, per_fold, seed, first_identity,
+                             image_size, XQLFW_PAIRS, entries, degraded)
 
 
 def write_lfw_bin(path: Path | str, num_identities: int, images_per_identity: int, folds: int = 10,

@@ -175,17 +175,20 @@ def cosine_distance(emb1: np.ndarray, emb2: np.ndarray) -> np.ndarray:
     return 0.5 * squared_l2(unit(emb1), unit(emb2))
 
 
-def insightface_verification(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray) -> VerificationResult:
+def insightface_verification(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray,
+                             folds: int = 10) -> VerificationResult:
     """The full insightface protocol on normalised embedding pairs: accuracy (thresholds 0..4 step 0.01)
-    plus VAL@FAR=1e-3 (thresholds 0..4 step 0.001) in ``val_far``."""
+    plus VAL@FAR=1e-3 (thresholds 0..4 step 0.001) in ``val_far``. ``folds``: the pairs file's own
+    fold count (its header; 10 for LFW's view 2)."""
     dist = squared_l2(emb1, emb2)
-    result = kfold_accuracy(dist, issame, INSIGHTFACE_THRESHOLDS)
-    result.val_far = insightface_val_far(dist, issame)
+    result = kfold_accuracy(dist, issame, INSIGHTFACE_THRESHOLDS, folds=folds)
+    result.val_far = insightface_val_far(dist, issame, folds=folds)
     return result
 
 
-def xqlfw_verification(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray) -> VerificationResult:
+def xqlfw_verification(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray,
+                       folds: int = 10) -> VerificationResult:
     """The official XQLFW protocol: cosine distance (1 - cos), thresholds arange(0, 2, 0.001),
     KFold(10) contiguous folds, "same" iff distance < threshold, first best threshold on the training
     folds. The script reports ``accuracy`` (mean) and ``threshold`` (mean best threshold)."""
-    return kfold_accuracy(cosine_distance(emb1, emb2), issame, XQLFW_THRESHOLDS)
+    return kfold_accuracy(cosine_distance(emb1, emb2), issame, XQLFW_THRESHOLDS, folds=folds)
