@@ -141,7 +141,14 @@ def _to_v4(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE UNIQUE INDEX metrics_run_key_step ON metrics(run_id, key, step)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4]
+def _to_v5(conn: sqlite3.Connection) -> None:
+    """SCface ``zero_shot`` became the paper's protocol (the 80 DCR test ids); until now it was run on
+    all 130 subjects. Stored results keep what they measured, under that protocol's new name, so they
+    are never lined up against the paper's 80-id numbers."""
+    conn.execute("UPDATE results SET protocol='zero_shot_all130' WHERE benchmark='scface' AND protocol='zero_shot'")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

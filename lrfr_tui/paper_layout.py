@@ -2,17 +2,24 @@
 seeds), and the published numbers as labelled reference rows with each configuration's delta.
 
 Values stay in runs.db units (fractions); ``lrfr_tui.reference`` knows the paper's scale.
+
+Every reference row says the architecture it was trained with (``ReferenceRow.arch``; in the label too for
+the "Ours" rows a preset run is paired with). A preset run is compared (a delta) with the paper's "Ours"
+rows only when its model is their architecture: ``r34-code`` (ResNet34 as released) with "Ours (Res34)",
+``r50`` (IResNet-50 = IR-50) with "Ours (Res50)"; an ``r34`` run (IResNet-34) sees "Ours (Res34)" labelled
+with its architecture, without a delta.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import statistics
 from dataclasses import dataclass, field
 
 from lrfr_tui.query import Column, Matrix
-from lrfr_tui.reference import COLUMNS, PRESET_ROWS, paper_tables
+from lrfr_tui.reference import ARCH_MODELS, PRESET_ROWS, paper_tables, row_columns
 
 
 @dataclass
@@ -29,6 +36,8 @@ class ConfigRow:
 class ReferenceRow:
     label: str
     values: list[float | None]  # fractions, aligned with the matrix columns
+    arch: str = ""  # the architecture the published row was trained with
+    sources: list[str] = field(default_factory=list)  # "table1: Ours (Res34)" ... the published rows used
 
 
 @dataclass
@@ -43,7 +52,8 @@ class PaperTable:
                 "columns": [c.spec for c in self.columns],
                 "rows": [{"label": r.label, "runs": r.run_ids, "mean": r.mean, "std": r.std,
                           "reference": r.reference, "delta_to_paper": r.delta} for r in self.rows],
-                "reference_rows": [{"label": r.label, "values": r.values} for r in self.references]}
+                "reference_rows": [{"label": r.label, "arch": r.arch, "sources": r.sources, "values": r.values}
+                                   for r in self.references]}
 
 
 def group_table_key(conn: sqlite3.Connection, group: str) -> str | None:
@@ -54,10 +64,10 @@ def group_table_key(conn: sqlite3.Connection, group: str) -> str | None:
     return row[0].split(":", 1)[1] if row else None
 
 
-def _aligned(table: str, values: dict[str, float | None], columns: list[Column]) -> list[float | None]:
+def _aligned(table: str, label: str, values: dict[str, float | None], columns: list[Column]) -> list[float | None]:
     """A published row's values (paper units) placed under the matrix columns they correspond to."""
     out: list[float | None] = []
-    mapping = COLUMNS.get(table, {})
+    mapping = row_columns(table, label)
     for col in columns:
         value = None
         for name, ref in mapping.items():
@@ -73,12 +83,12 @@ def paper_table(conn: sqlite3.Connection, matrix: Matrix, group: str | None) -> 
     by_label: dict[str, list[int]] = {}
     for i, row in enumerate(matrix.rows):
         by_label.setdefault(row.name, []).append(i)
-    presets = dict(conn.execute(
-        f"SELECT id, preset FROM runs WHERE id IN ({','.join('?' * len(matrix.rows))})",
-        [r.id for r in matrix.rows]).fetchall()) if matrix.rows else {}
+    runs = {run_id: (preset, _model_name(config)) for run_id, preset, config in conn.execute(
+        f"SELECT id, preset, config FROM runs WHERE id IN ({','.join('?' * len(matrix.rows))})",
+        [r.id for r in matrix.rows]).fetchall()} if matrix.rows else {}
     published = paper_tables()
     rows: list[ConfigRow] = []
-    used: dict[tuple[str, str], ReferenceRow] = {}
+    used: dict[tuple[tuple[str, str], ...], ReferenceRow] = {}
     for label, indices in by_label.items():
         mean, std = [], []
         for j in range(len(matrix.columns)):
@@ -86,31 +96,70 @@ def paper_table(conn: sqlite3.Connection, matrix: Matrix, group: str | None) -> 
             values = [v for v in values if v is not None and math.isfinite(v)]
             mean.append(statistics.fmean(values) if values else None)
             std.append(statistics.stdev(values) if len(values) > 1 else None)
-        ref_table, ref_label = _reference_for(table, label, presets.get(matrix.rows[indices[0]].id), published)
+        preset, model = runs.get(matrix.rows[indices[0]].id, (None, None))
+        sources, compared, by_config = _reference_for(table, label, preset, model, published)
         row = ConfigRow(label, [matrix.rows[i].id for i in indices], mean, std)
-        if ref_table is not None:
-            key = (ref_table, ref_label)
+        if sources:
+            key = tuple(sources)
             if key not in used:
-                aligned = _aligned(ref_table, published[ref_table].rows[ref_label], matrix.columns)
-                used[key] = ReferenceRow(f"paper {ref_table[5:]}: {ref_label}", aligned)
-            row.reference = used[key].label
-            row.delta = [None if m is None or p is None else m - p for m, p in zip(mean, used[key].values, strict=True)]
+                used[key] = _reference_row(sources, matrix.columns, published, arch_in_label=not by_config)
+            if compared:
+                row.reference = used[key].label
+                row.delta = [None if m is None or p is None else m - p
+                             for m, p in zip(mean, used[key].values, strict=True)]
         rows.append(row)
     refs = [r for r in used.values() if any(v is not None for v in r.values)]
     return PaperTable(table, matrix.columns, rows, refs)
 
 
-def _reference_for(table: str | None, label: str, preset: str | None, published) -> tuple[str | None, str]:
+def _model_name(config: str | None) -> str | None:
+    try:
+        return json.loads(config or "{}").get("model", {}).get("name")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _reference_row(sources: list[tuple[str, str]], columns: list[Column], published,
+                   arch_in_label: bool) -> ReferenceRow:
+    """One reference row from one or more published rows of one model (e.g. "Ours (Res34)" of Tables 1-3 and
+    Table 1's "w/o fine-tuning" of the same model): each fills the columns it maps to, the first one wins.
+    Labelled with the first row's name and the tables that filled a column."""
+    values: list[float | None] = [None] * len(columns)
+    filled_by: list[tuple[str, str]] = []
+    for ref_table, ref_label in sources:
+        aligned = _aligned(ref_table, ref_label, published[ref_table].rows[ref_label], columns)
+        for j, v in enumerate(aligned):
+            if v is not None and values[j] is None:
+                values[j] = v
+                if (ref_table, ref_label) not in filled_by:
+                    filled_by.append((ref_table, ref_label))
+    filled_by = filled_by or sources[:1]
+    arch = published[sources[0][0]].arch.get(sources[0][1], "")
+    tables = ", ".join(dict.fromkeys(t[5:] for t, _ in filled_by))
+    label = f"paper {tables}: {sources[0][1]}" + (f" [{arch}]" if arch_in_label and arch else "")
+    return ReferenceRow(label, values, arch, [f"{t}: {lab}" for t, lab in filled_by])
+
+
+def _reference_for(table: str | None, label: str, preset: str | None, model: str | None,
+                   published) -> tuple[list[tuple[str, str]], bool, bool]:
+    """The published rows a configuration is shown with, whether it is compared with them (a delta), and
+    whether they were found by configuration (an ablation group) rather than by the run's preset.
+
+    In one of the paper's ablation groups: the row of the same configuration. Otherwise the "Ours" rows
+    of the run's preset, compared only when the run's model is the architecture they were trained with.
+    """
     if table and table in published and label in published[table].rows:
-        return table, label
+        return [(table, label)], True, True
     if table == "table5":
         key = f"lambda={label.split('=', 1)[-1]}"
         if key in published["table5"].rows:
-            return "table5", key
-    for ref_table, ref_label in PRESET_ROWS.get(preset or "", {}).items():
-        if ref_table == "table3":  # LFW and XQLFW: the columns every preset run reports
-            return ref_table, ref_label
-    return None, ""
+            return [("table5", key)], True, True
+    sources = [(t, lab) for t, lab in PRESET_ROWS.get(preset or "", [])
+               if t in published and lab in published[t].rows]
+    if not sources:
+        return [], False, False
+    arch = published[sources[0][0]].arch.get(sources[0][1], "")
+    return sources, model is not None and ARCH_MODELS.get(arch) == model, False
 
 
 def attach_references(conn: sqlite3.Connection, matrix: Matrix, group: str | None) -> Matrix:

@@ -185,3 +185,22 @@ def test_dataloader_workers_ignore_the_stop_signals_their_group_gets():
         del batches
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_v4_scface_zero_shot_results_keep_what_they_measured(tmp_path):
+    """Before schema v5, SCface zero_shot ran on all 130 subjects: such rows become zero_shot_all130."""
+    db = tmp_path / "runs.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(SCHEMA_V1)
+    from lrfr_tui.migrations import MIGRATIONS
+
+    for migration in MIGRATIONS[1:4]:
+        migration(conn)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    conn.execute("INSERT INTO runs (name, status, created, config) VALUES ('old', 'finished', 1.0, '{}')")
+    conn.executemany("INSERT INTO results VALUES (1, ?, ?, 'rank1_d1', NULL, 0.5, 1.0)",
+                     [("scface", "zero_shot"), ("scface", "finetune"), ("lfw", "insightface_10fold")])
+    conn.commit()
+    conn.close()
+    rows = {(r["benchmark"], r["protocol"]) for r in Store(db).results(1)}
+    assert rows == {("scface", "zero_shot_all130"), ("scface", "finetune"), ("lfw", "insightface_10fold")}
