@@ -63,6 +63,11 @@ class LossConfig:
     p: float = 1.0
     # "sample": the paper's per-sample Eq. 3; "batch": the released code's single log over the batch.
     reduction: str = "sample"
+    # Threshold of distance = "smoothl1" (torch's smooth_l1_loss beta), > 0. Not torch's default 1: on
+    # unit-normalised embeddings every coordinate difference is far below 1 (rms <= 2/sqrt(512) ~ 0.09
+    # for 512-d), so beta = 1 is exactly the L2 loss. 0.02 is the rms coordinate difference of a pair
+    # with cosine 0.9: aligned pairs stay quadratic, worse ones get L1 gradients (engine.losses.SMOOTH_L1_BETA).
+    beta: float = 0.02
     # Written ``loss.lambda`` in presets and overrides (``lambda`` is a Python keyword).
     lambda_: float = 1.0
 
@@ -99,7 +104,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    # Any of: lfw, xqlfw, scface, tinyface, lowres_lfw (see `engine.evaluate.benchmarks`).
+    # Any of: lfw, xqlfw, scface, tinyface, lowres_lfw (see `engine.evaluate.benchmarks`), each on its own
+    # catalog entry (lowres_lfw reads lfw), or BENCH=DATASET to run that protocol on another registered
+    # dataset of a format it reads: "xqlfw=my_pairs" (results under the benchmark "xqlfw:my_pairs").
     benchmarks: list[str] = field(default_factory=lambda: ["lfw", "xqlfw", "scface"])
     # "catalog": the datasets registered under the benchmark's name (`lrfr data add lfw PATH`);
     # "synthetic": stand-ins generated in the real file formats (no download needed).
@@ -111,8 +118,10 @@ class EvalConfig:
     lowres_mode: str = "second"
     batch_size: int = 128
     seed: int = 0
-    # SCface: "zero_shot" on all subjects; "finetune" = DCR-style: fine-tune on scface_train_ids
-    # subjects, test on the rest.
+    # SCface, any of: "zero_shot" = no fine-tuning, on the DCR split's test ids (80 of 130; the paper's
+    # "w/o fine-tuning", Tables 1, 4, 6); "finetune" = fine-tune on the other scface_train_ids subjects,
+    # test on the same ids (Table 1); "zero_shot_all130" = no fine-tuning on every subject (not in the paper).
+    # The split is seeded (eval.seed) and saved as scface_split.json in the run directory.
     scface_protocols: list[str] = field(default_factory=lambda: ["zero_shot", "finetune"])
     scface_train_ids: int = 50
     # TinyFace: also fine-tune on its Training_Set before testing (the paper's Table 2 setting).
@@ -357,6 +366,7 @@ def validate(cfg: RunConfig, *, here: bool = True) -> None:
     check(cfg.loss.s > 0, "loss.s", "must be > 0")
     check(cfg.loss.m >= 0, "loss.m", "must be >= 0")
     check(cfg.loss.p >= 1, "loss.p", "must be >= 1 (the paper uses 1 or 2)")
+    check(cfg.loss.beta > 0, "loss.beta", "must be > 0 (the smooth-L1 threshold)")
     check(cfg.loss.lambda_ >= 0, "loss.lambda", "must be >= 0")
     check(cfg.optim.lr > 0, "optim.lr", "must be > 0")
     check(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)")
@@ -377,8 +387,8 @@ def validate(cfg: RunConfig, *, here: bool = True) -> None:
     check(cfg.train.checkpoint_every_epochs >= 1, "train.checkpoint_every_epochs", "must be >= 1")
     check(all(r >= 1 for r in cfg.eval.resolutions), "eval.resolutions", "must be positive")
     check(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
-    check(all(p in ("zero_shot", "finetune") for p in cfg.eval.scface_protocols), "eval.scface_protocols",
-          "use zero_shot and/or finetune")
+    check(all(p in ("zero_shot", "finetune", "zero_shot_all130") for p in cfg.eval.scface_protocols),
+          "eval.scface_protocols", "use any of zero_shot (80 DCR test ids), finetune, zero_shot_all130")
     check(cfg.eval.scface_train_ids >= 1, "eval.scface_train_ids", "must be >= 1")
     check(cfg.eval.finetune_epochs >= 1, "eval.finetune_epochs", "must be >= 1")
     check(cfg.eval.finetune_lr > 0, "eval.finetune_lr", "must be > 0")
@@ -392,12 +402,13 @@ def validate(cfg: RunConfig, *, here: bool = True) -> None:
     from engine.augment import check_distinct_resolutions  # local import: augment pulls in torch
 
     check_distinct_resolutions(cfg.augment.resolutions, key="augment.resolutions")
-    from engine.evaluate import list_benchmarks  # local import: avoids a cycle at import time
+    from engine.evaluate import parse_benchmark  # local import: avoids a cycle at import time
 
-    known = list_benchmarks()
     for bench in cfg.eval.benchmarks:
-        if bench not in known:
-            raise ConfigError(f"eval.benchmarks: unknown benchmark {bench!r}; choose from: {', '.join(known)}")
+        spec = parse_benchmark(bench)  # ConfigError for an unknown benchmark or a malformed BENCH=DATASET
+        if spec.dataset is not None and cfg.eval.source != "catalog":
+            raise ConfigError(f"eval.benchmarks: {bench!r} names a catalog dataset, but eval.source="
+                              f"{cfg.eval.source} evaluates on stand-ins; set eval.source=catalog")
 
 
 def _check_device_here(cfg: RunConfig) -> None:

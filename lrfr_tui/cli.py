@@ -147,7 +147,8 @@ def _print_results(store, run_id: int, benches: list[str] | None = None) -> None
 def data_add(name: str, path: Path,
              fmt: Annotated[str, typer.Option(
                  "--format", help="auto | folder | recordio | bin | pairs | scface | tinyface")] = "auto",
-             pairs: Annotated[Path | None, typer.Option(help="pairs file of a 'pairs' tree")] = None) -> None:
+             pairs: Annotated[Path | None, typer.Option(
+                 help="pairs file of an LFW-style tree (implies --format pairs)")] = None) -> None:
     """Register a dataset under NAME (presets and benchmarks refer to datasets by name)."""
     from engine.catalog import catalog_path, register
 
@@ -171,7 +172,9 @@ def data_check(name: str, as_json: JsonOpt = False) -> None:
     else:
         table = Table(title=f"{name} ({report.format}) at {report.path}", box=None, show_header=False)
         for label, value in (("identities", report.identities), ("images", report.images),
-                             ("pairs", report.pairs), ("unreadable images", report.unreadable_count)):
+                             ("records listed", report.records_listed), ("records read", report.records_read),
+                             ("pairs", report.pairs), ("folds", report.folds),
+                             ("unreadable images", report.unreadable_count)):
             if value is not None:
                 table.add_row(label, str(value))
         out.print(table)
@@ -202,7 +205,9 @@ def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate thi
           checkpoint: Annotated[Path | None, typer.Option(help="an lrfr checkpoint.pt")] = None,
           model: Annotated[Path | None, typer.Option(
               "--model", help="an exported embedding model: TorchScript, torch.export .pt2, or .onnx")] = None,
-          bench: Annotated[list[str] | None, typer.Option("--bench", "-b", help="benchmark (repeatable)")] = None,
+          bench: Annotated[list[str] | None, typer.Option(
+              "--bench", "-b", help="benchmark, or BENCH=DATASET to run it on another registered dataset "
+                                    "(repeatable)")] = None,
           overrides: SetOpt = None, preset: PresetOpt = None,
           device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
           db: DbOpt = None, as_json: JsonOpt = False) -> None:
@@ -249,14 +254,17 @@ def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate thi
         run_id = store.create_run(to_dict(cfg), flatten(cfg), command, status="running", pid=os.getpid(),
                                   launcher="eval")
         err.print(f"evaluation run {run_id} recorded in {path}")
+    from engine.evaluate import result_names
+
+    names = result_names(cfg.eval.benchmarks)  # xqlfw=my_pairs reports as xqlfw:my_pairs
     with ProgressReporter(err, f"eval run {run_id}", advance_on="evaluate") as progress:
         progress.start(len(cfg.eval.benchmarks), 0)
         evaluate_into_run(path, run_id, net, cfg, torch_device, extra=progress, finish_run=owns_run)
     if as_json:
-        results = [r for r in store.results(run_id) if r["benchmark"] in cfg.eval.benchmarks]
+        results = [r for r in store.results(run_id) if r["benchmark"] in names]
         print(json.dumps({"run": run_id, "results": results}, indent=2))
     else:
-        _print_results(store, run_id, benches=cfg.eval.benchmarks)
+        _print_results(store, run_id, benches=names)
 
 
 def _main_rank():

@@ -55,6 +55,11 @@ BENCH_ORDER = ("lfw", "xqlfw", "scface", "tinyface", "lowres_lfw")
 BENCH_LABELS = {"lfw": "LFW", "xqlfw": "XQLFW", "scface": "SCface", "tinyface": "TinyFace",
                 "lowres_lfw": "LR-LFW"}
 # Which protocol ``BENCH.METRIC`` means when no protocol is given (first present wins).
+def bench_kind(benchmark: str) -> str:
+    """``xqlfw:my_pairs`` (the xqlfw protocol on another registered dataset) -> ``xqlfw``."""
+    return benchmark.partition(":")[0]
+
+
 PROTOCOL_PREFERENCE: dict[str, tuple[str, ...]] = {
     "lfw": ("insightface_10fold", "roc"),
     "xqlfw": ("xqlfw_official", "insightface_10fold"),
@@ -524,7 +529,7 @@ def _result_sql(term: Term, runref: str) -> tuple[str, list[Any]]:
         params.append(term.resolution)
     order: list[str] = []
     if term.protocol is None:
-        prefs = PROTOCOL_PREFERENCE.get(term.benchmark or "", ())
+        prefs = PROTOCOL_PREFERENCE.get(bench_kind(term.benchmark or ""), ())
         if prefs:
             order.append("CASE protocol " + " ".join(f"WHEN ? THEN {i}" for i in range(len(prefs)))
                          + f" ELSE {len(prefs)} END")
@@ -788,7 +793,7 @@ def latest_results(db: sqlite3.Connection | Store, run_ids: Sequence[int]) -> di
 
 
 def _protocol_rank(bench: str, protocol: str) -> tuple[int, str]:
-    prefs = PROTOCOL_PREFERENCE.get(bench, ())
+    prefs = PROTOCOL_PREFERENCE.get(bench_kind(bench), ())
     return (prefs.index(protocol) if protocol in prefs else len(prefs), protocol)
 
 
@@ -1098,7 +1103,7 @@ def headline_columns(results: dict[int, dict[ResultKey, float]], benches: Sequen
     columns: list[Column] = []
     for bench in wanted:
         triples = present.get(bench, set())
-        metrics, single = HEADLINE.get(bench, (FALLBACK_HEADLINE, False))
+        metrics, single = HEADLINE.get(bench_kind(bench), (FALLBACK_HEADLINE, False))
         protocols = sorted({p for p, m, _ in triples if m in metrics}, key=lambda p, b=bench: _protocol_rank(b, p))
         if not protocols and bench not in HEADLINE and benches:  # asked for by name: show everything it has
             metrics = tuple(sorted({m for _, m, _ in triples}))

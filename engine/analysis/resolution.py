@@ -16,10 +16,9 @@ import numpy as np
 import torch
 
 from engine.analysis.common import new_figure, save_figure, sweep_resolutions, write_csv
-from engine.augment import degrade
 from engine.data.pairs import VerificationPairs
 from engine.evaluate.embeddings import EmbedFn, embed
-from engine.evaluate.ssim import ssim
+from engine.evaluate.ssim import ssim_degraded
 from engine.evaluate.verification import insightface_verification
 
 __all__ = ["ResolutionCurve", "plot_resolution", "resolution_sweep", "ssim_per_resolution", "write_resolution_csv"]
@@ -45,7 +44,7 @@ class ResolutionCurve:
 def ssim_per_resolution(images: torch.Tensor, resolutions: Iterable[int]) -> dict[int, float]:
     """Mean SSIM between ``images`` and their copies degraded to each resolution (1.0 at full size)."""
     size = images.shape[-1]
-    return {r: 1.0 if r >= size else float(ssim(images, degrade(images, r)).mean()) for r in resolutions}
+    return {r: 1.0 if r >= size else float(ssim_degraded(images, r).mean()) for r in resolutions}
 
 
 def resolution_sweep(model: torch.nn.Module | EmbedFn, pairs: VerificationPairs, resolutions: Sequence[int],
@@ -65,7 +64,7 @@ def resolution_sweep(model: torch.nn.Module | EmbedFn, pairs: VerificationPairs,
         else:
             e2 = embed(model, second, device, batch_size, resolution=r)
             e1 = embed(model, first, device, batch_size, resolution=r) if degrade_both else hr1
-        res = insightface_verification(e1, e2, pairs.issame)
+        res = insightface_verification(e1, e2, pairs.issame, pairs.folds)
         acc.append(res.accuracy)
         std.append(res.std)
         thr.append(res.threshold)

@@ -3,34 +3,198 @@
 ``run_benchmarks`` evaluates a model on the benchmarks a run's config names and reports one
 result per (benchmark, protocol, metric, resolution). The benchmark modules are imported lazily
 so that ``engine.config`` can validate names without loading data readers.
+
+An ``eval.benchmarks`` entry is ``KIND`` or ``KIND=DATASET``: the benchmark's protocol (``xqlfw``) run on
+its own catalog entry (``xqlfw``; ``lfw`` for ``lowres_lfw``), or on another registered dataset of a
+format it reads (``xqlfw=my_pairs``). Results of the default are reported under ``KIND``, those of another
+dataset under ``KIND:DATASET`` (``xqlfw:my_pairs``), so ``xqlfw.acc`` always means the real XQLFW.
+
+A benchmark that fails (``LrfrError``: a missing or unreadable dataset, a diverged fine-tuning; an
+``OSError``; running out of host or GPU memory) is reported as a ``benchmark_failed`` event and the next
+ones still run; their results are reported as they come. At the end ``BenchmarksFailed`` (an
+``LrfrError``) names every failed benchmark, so the run ends ``failed`` with that reason while the results
+of the others stay recorded. An evaluation of one benchmark raises its error unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from engine.config import RunConfig
+from engine.errors import ConfigError, LrfrError
 from engine.reporting import Reporter
 
 BENCHMARK_NAMES = ("lfw", "lowres_lfw", "scface", "tinyface", "xqlfw")
+# The catalog entry a benchmark reads when its entry names no dataset (`lrfr data add NAME PATH`).
+DEFAULT_DATASETS = {"lowres_lfw": "lfw"}
+# The catalog formats (engine.catalog.FORMATS) each benchmark's reader takes.
+BENCHMARK_FORMATS: dict[str, tuple[str, ...]] = {
+    "lfw": ("bin", "pairs"),
+    "lowres_lfw": ("bin", "pairs"),
+    "xqlfw": ("bin", "pairs"),
+    "scface": ("scface",),
+    "tinyface": ("tinyface",),
+}
+# A dataset named in KIND=DATASET: a catalog name that also reads as one part of a result query.
+_DATASET_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
 def list_benchmarks() -> list[str]:
     return list(BENCHMARK_NAMES)
 
 
+def default_dataset(kind: str) -> str:
+    return DEFAULT_DATASETS.get(kind, kind)
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """One ``eval.benchmarks`` entry: the protocol ``kind`` and the catalog ``dataset`` it reads
+    (None: the kind's own entry)."""
+
+    kind: str
+    dataset: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The benchmark name its results are reported (and queried) under."""
+        return self.kind if self.dataset is None else f"{self.kind}:{self.dataset}"
+
+    @property
+    def catalog_entry(self) -> str:
+        return self.dataset or default_dataset(self.kind)
+
+
+def parse_benchmark(text: str, known: list[str] | tuple[str, ...] | None = None) -> BenchmarkSpec:
+    """``KIND`` or ``KIND=DATASET`` -> BenchmarkSpec; ConfigError naming ``eval.benchmarks`` otherwise.
+    Naming the kind's own entry (``xqlfw=xqlfw``) is the default: reported as ``xqlfw``."""
+    known = list(known) if known is not None else list_benchmarks()
+    kind, sep, dataset = (part.strip() for part in str(text).partition("="))
+    if kind not in known:
+        raise ConfigError(f"eval.benchmarks: unknown benchmark {kind!r}"
+                          + (f" in {text!r}" if sep else "") + f"; choose from: {', '.join(known)}")
+    if not sep:
+        return BenchmarkSpec(kind)
+    if not _DATASET_RE.fullmatch(dataset):
+        raise ConfigError(f"eval.benchmarks: {text!r} is not BENCHMARK=DATASET with DATASET a registered "
+                          f"dataset name (letters, digits and _ . + -), e.g. xqlfw=my_pairs")
+    return BenchmarkSpec(kind, None if dataset == default_dataset(kind) else dataset)
+
+
+def result_names(specs: list[str]) -> list[str]:
+    """The benchmark names the results of ``eval.benchmarks`` entries are reported under."""
+    return [parse_benchmark(s).name for s in specs]
+
+
+class BenchmarksFailed(LrfrError):
+    """Some benchmarks of an evaluation failed; the others' results were reported. ``failures``:
+    benchmark name -> what went wrong."""
+
+    def __init__(self, failures: dict[str, str], total: int, succeeded: list[str]) -> None:
+        self.failures, self.total, self.succeeded = dict(failures), total, list(succeeded)
+        kept = f"the results of {', '.join(succeeded)} are kept" if succeeded else "no benchmark gave results"
+        detail = "; ".join(f"{name}: {_shorten(why)}" for name, why in failures.items())
+        super().__init__(f"{len(failures)} of {total} benchmarks failed ({kept}): {detail}")
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Host or GPU memory ran out: MemoryError, torch's OutOfMemoryError, or the CPU allocator's
+    RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    if isinstance(exc, (MemoryError, oom)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "cannot allocate memory" in text)
+
+
+def _failure_message(exc: BaseException) -> str:
+    if isinstance(exc, LrfrError):
+        return str(exc)
+    if _out_of_memory(exc):
+        return f"out of memory ({type(exc).__name__}: {exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Renamed(Reporter):
+    """Passes everything to ``parent``; results of ``kind`` are reported under ``name`` (KIND:DATASET)."""
+
+    def __init__(self, parent: Reporter, kind: str, name: str) -> None:
+        self.parent, self.kind, self.name = parent, kind, name
+
+    def start(self, total_steps: int, start_step: int) -> None:
+        self.parent.start(total_steps, start_step)
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        self.parent.metrics(step, values)
+
+    def event(self, kind: str, message: str, **fields) -> None:
+        self.parent.event(kind, message, **fields)
+
+    def artifact(self, kind: str, path: Path) -> None:
+        self.parent.artifact(kind, path)
+
+    def result(self, benchmark: str, protocol: str, metric: str, resolution: int | None, value: float) -> None:
+        self.parent.result(self.name if benchmark == self.kind else benchmark, protocol, metric, resolution, value)
+
+
 def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: Reporter,
                    run_dir: Path | None = None) -> None:
-    """``model``: an engine backbone (nn.Module) or any callable float N x 3 x S x S -> N x D."""
+    """``model``: an engine backbone (nn.Module) or any callable float N x 3 x S x S -> N x D.
+
+    Raises ``BenchmarksFailed`` after the last benchmark if any failed (see the module docstring), or,
+    with a single benchmark, its error; any other exception (a bug, a stop request) ends the evaluation
+    at once.
+    """
     from engine.evaluate.benchmarks import BENCHMARKS, EvalContext
     from engine.evaluate.embeddings import as_embed_fn
 
     device = torch.device(device)
     if isinstance(model, torch.nn.Module):
         model = as_embed_fn(model.to(device))
-    ctx = EvalContext(model, cfg, device, reporter, run_dir)
-    for name in cfg.eval.benchmarks:
+    base = EvalContext(model, cfg, device, reporter, run_dir)
+    specs = [parse_benchmark(text, known=list(BENCHMARKS)) for text in cfg.eval.benchmarks]
+    failures: dict[str, str] = {}
+    succeeded: list[str] = []
+    for spec in specs:
+        name = spec.name
         reporter.event("evaluate", f"evaluating {name}", benchmark=name)
-        BENCHMARKS[name](ctx)
+        ctx = base
+        if spec.dataset is not None:
+            # Files the protocol keeps (splits, drawn sizes, fine-tuning runs) go to their own folder,
+            # beside, not over, those of the benchmark on its own dataset.
+            sub_dir = Path(run_dir) / f"{spec.kind}={spec.dataset}" if run_dir is not None else None
+            ctx = dataclasses.replace(base, reporter=_Renamed(reporter, spec.kind, name), run_dir=sub_dir,
+                                      dataset=spec.dataset)
+        try:
+            BENCHMARKS[spec.kind](ctx)
+        except (LrfrError, OSError, MemoryError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+                raise  # a bug, not the data or the machine: stop with its traceback
+            failures[name] = _failure_message(exc)
+            if len(specs) == 1:  # nothing else to run or keep: its error, as raised
+                reporter.event("benchmark_failed", f"{name} failed: {failures[name]}", benchmark=name,
+                               error=failures[name])
+                raise
+        else:
+            succeeded.append(name)
+            continue
+        # Outside the except block: the traceback (and the tensors its frames hold) is released first.
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        reporter.event("benchmark_failed", f"{name} failed: {failures[name]}", benchmark=name,
+                       error=failures[name])
+    if failures:
+        raise BenchmarksFailed(failures, len(specs), succeeded)

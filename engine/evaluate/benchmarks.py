@@ -6,7 +6,7 @@ same file format), runs its published protocol and reports one result per
 | ---------- | --------------------------------------------- | --------------------------------------- |
 | lfw        | insightface 10-fold (+ VAL@FAR, ROC TAR@FAR)  | acc, acc_std, acc_stderr, threshold ... |
 | xqlfw      | XQLFW official (cosine), insightface 10-fold  | acc, threshold                          |
-| scface     | zero_shot (all ids), finetune (DCR split)     | rank1/rank5 per distance d1..d3, mean   |
+| scface     | zero_shot+finetune (80 ids), zero_shot_all130 | rank1/rank5 per distance d1..d3, mean   |
 | tinyface   | no_finetune, finetune (on Training_Set)       | rank1/5/10/20, mAP                      |
 | lowres_lfw | LFW degraded per resolution (Figure 3a)       | acc per resolution, ssim                |
 """
@@ -24,19 +24,27 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from engine.augment import degrade
 from engine.catalog import find_pairs_file, lookup
 from engine.config import RunConfig
 from engine.data.binpack import load_bin
 from engine.data.pairs import VerificationPairs, load_pairs_tree
-from engine.data.scface import SCface, load_scface, split_ids
+from engine.data.scface import (
+    FINETUNE,
+    ZERO_SHOT,
+    ZERO_SHOT_ALL,
+    SCface,
+    dcr_train_count,
+    load_scface,
+    saved_split,
+    split_ids,
+)
 from engine.data.standins import materialise_standins
 from engine.data.tinyface import DISTRACTOR_LABEL, tinyface_splits, training_root
 from engine.errors import DatasetError
 from engine.evaluate.embeddings import EmbedFn, embed, embed_dataset
 from engine.evaluate.identification import evaluate_identification
 from engine.evaluate.roc import FAR_TARGETS, roc_curve, tar_at_far
-from engine.evaluate.ssim import ssim
+from engine.evaluate.ssim import ssim_degraded
 from engine.evaluate.verification import insightface_verification, squared_l2, xqlfw_verification
 from engine.reporting import Reporter
 
@@ -50,6 +58,8 @@ class EvalContext:
     device: torch.device
     reporter: Reporter
     run_dir: Path | None = None
+    # The catalog entry the benchmark reads (``xqlfw=my_pairs`` in eval.benchmarks); None: its own.
+    dataset: str | None = None
 
     @property
     def size(self) -> int:
@@ -81,8 +91,12 @@ class EvalContext:
 
 
 def _source(ctx: EvalContext, name: str) -> tuple[str, Path, Path | None]:
-    """(format, path, pairs file) of a benchmark's data: stand-in or the catalog entry ``name``."""
+    """(format, path, pairs file) of benchmark ``name``'s data: its stand-in, its catalog entry, or the
+    entry ``ctx.dataset`` (which must hold a format the benchmark reads)."""
     if ctx.cfg.eval.source == "synthetic":
+        if ctx.dataset is not None:
+            raise DatasetError(f"{name}={ctx.dataset}: eval.source=synthetic uses stand-ins, not catalog "
+                               f"datasets; set eval.source=catalog")
         from engine.sources import cache_root
 
         paths = materialise_standins(cache_root(), seed=ctx.cfg.eval.seed, size_preset=ctx.cfg.eval.standin_size)
@@ -94,7 +108,14 @@ def _source(ctx: EvalContext, name: str) -> tuple[str, Path, Path | None]:
             "scface": ("scface", paths["scface"], None),
             "tinyface": ("tinyface", paths["tinyface"], None),
         }[name]
-    entry = lookup("lfw" if name == "lowres_lfw" else name)
+    from engine.evaluate import BENCHMARK_FORMATS, default_dataset
+
+    entry = lookup(ctx.dataset or default_dataset(name))
+    needs = BENCHMARK_FORMATS[name]
+    if ctx.dataset is not None and entry.format not in needs:
+        raise DatasetError(f"{name}={entry.name}: dataset {entry.name!r} is registered as format "
+                           f"{entry.format!r}, but the {name} benchmark reads {' or '.join(map(repr, needs))}; "
+                           f"register one of that format (`lrfr data add NAME PATH --format {needs[0]}`)")
     return entry.format, Path(entry.path), Path(entry.pairs) if entry.pairs else None
 
 
@@ -114,8 +135,9 @@ def _load_pairs(ctx: EvalContext, name: str) -> VerificationPairs:
 # ---------------------------------------------------------------- verification
 
 
-def _verification_metrics(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray) -> dict[str, float]:
-    res = insightface_verification(emb1, emb2, issame)
+def _verification_metrics(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray,
+                          folds: int = 10) -> dict[str, float]:
+    res = insightface_verification(emb1, emb2, issame, folds=folds)
     metrics = {"acc": res.accuracy, "acc_std": res.std, "acc_stderr": res.stderr, "threshold": res.threshold}
     if res.val_far is not None:
         metrics["val@far=1e-3"] = res.val_far.val
@@ -141,7 +163,7 @@ def bench_lfw(ctx: EvalContext) -> None:
     pairs = _load_pairs(ctx, "lfw")
     emb = ctx.embed(pairs.images)
     e1, e2 = emb[0::2], emb[1::2]
-    ctx.report("lfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame))
+    ctx.report("lfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame, pairs.folds))
     ctx.report("lfw", "roc", _tar_metrics(e1, e2, pairs.issame))
 
 
@@ -149,10 +171,10 @@ def bench_xqlfw(ctx: EvalContext) -> None:
     pairs = _load_pairs(ctx, "xqlfw")
     emb = ctx.embed(pairs.images)
     e1, e2 = emb[0::2], emb[1::2]
-    official = xqlfw_verification(e1, e2, pairs.issame)
+    official = xqlfw_verification(e1, e2, pairs.issame, pairs.folds)
     ctx.report("xqlfw", "xqlfw_official", {"acc": official.accuracy, "acc_std": official.std,
                                            "threshold": official.threshold})
-    ctx.report("xqlfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame))
+    ctx.report("xqlfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame, pairs.folds))
 
 
 def bench_lowres_lfw(ctx: EvalContext) -> None:
@@ -170,7 +192,7 @@ def bench_lowres_lfw(ctx: EvalContext) -> None:
         e1, e2 = ctx.embed(first, resolution=r1), ctx.embed(second, resolution=r2)
         ctx.save_json("lowres_lfw_random_sizes.json", {"seed": ctx.cfg.eval.seed, "first": sizes[0].tolist(),
                                                        "second": sizes[1].tolist()})
-        ctx.report("lowres_lfw", protocol, _verification_metrics(e1, e2, pairs.issame))
+        ctx.report("lowres_lfw", protocol, _verification_metrics(e1, e2, pairs.issame, pairs.folds))
         return
     for r in ctx.cfg.eval.resolutions:
         if r >= ctx.size:
@@ -178,8 +200,8 @@ def bench_lowres_lfw(ctx: EvalContext) -> None:
         else:
             e2 = ctx.embed(second, resolution=r)
             e1 = ctx.embed(first, resolution=r) if mode == "both" else hr1
-            quality = float(ssim(second, degrade(second, r)).mean())
-        metrics = _verification_metrics(e1, e2, pairs.issame)
+            quality = float(ssim_degraded(second, r).mean())  # chunked: bounded memory
+        metrics = _verification_metrics(e1, e2, pairs.issame, pairs.folds)
         metrics["ssim"] = quality
         ctx.report("lowres_lfw", protocol, metrics, resolution=min(r, ctx.size))
 
@@ -256,28 +278,55 @@ def _scface_protocol(ctx: EvalContext, data: SCface, protocol: str, model=None) 
     ctx.report("scface", protocol, {"rank1_mean": float(np.mean(rank1)), "rank5_mean": float(np.mean(rank5))})
 
 
+SCFACE_SPLIT_FILE = "scface_split.json"
+
+
+def scface_split(ctx: EvalContext, data: SCface) -> tuple[np.ndarray, np.ndarray]:
+    """The run's DCR split (fine-tuning ids, test ids): the one in its ``scface_split.json`` when that still fits
+    this set, seed and size, else a fresh seeded draw, saved there. ``zero_shot`` and ``finetune`` both test on
+    its test ids, so every protocol of a run - and a later re-evaluation of it - sees the same 80 subjects."""
+    subjects = data.subjects
+    n_train = dcr_train_count(len(subjects), ctx.cfg.eval.scface_train_ids)
+    seed = ctx.cfg.eval.seed
+    path = Path(ctx.run_dir) / SCFACE_SPLIT_FILE if ctx.run_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            record = None
+        split = saved_split(record, subjects, n_train, seed)
+        if split is not None:
+            return split
+        ctx.reporter.event("scface", f"{path} does not fit this SCface set (seed {seed}, {len(subjects)} "
+                                     f"subjects, {n_train} fine-tuning ids); drawing the split again")
+    train_ids, test_ids = split_ids(subjects, n_train=n_train, seed=seed)
+    ctx.save_json(SCFACE_SPLIT_FILE, {"seed": seed, "n_train": n_train, "train_ids": train_ids.tolist(),
+                                      "test_ids": test_ids.tolist(),
+                                      "protocols_on_test_ids": [ZERO_SHOT, FINETUNE]})
+    return train_ids, test_ids
+
+
 def bench_scface(ctx: EvalContext) -> None:
     _, root, _ = _source(ctx, "scface")
     expected = None if ctx.cfg.eval.source == "synthetic" else 130
     data = load_scface(root, size=ctx.size, expected_subjects=expected)
     protocols = ctx.cfg.eval.scface_protocols
-    if "zero_shot" in protocols:
-        _scface_protocol(ctx, data, "zero_shot")
-    if "finetune" in protocols:
+    if ZERO_SHOT_ALL in protocols:
+        _scface_protocol(ctx, data, ZERO_SHOT_ALL)
+    if ZERO_SHOT not in protocols and FINETUNE not in protocols:
+        return
+    train_ids, test_ids = scface_split(ctx, data)
+    if ZERO_SHOT in protocols:
+        _scface_protocol(ctx, data.select(test_ids), ZERO_SHOT)
+    if FINETUNE in protocols:
         if not ctx.can_finetune:
             ctx.reporter.event("skip", "scface finetune protocol needs an lrfr checkpoint, not an exported model")
             return
-        subjects = data.subjects
-        # The DCR split is 50 of 130 ids; a smaller (synthetic) set keeps the same proportion.
-        n_train = min(ctx.cfg.eval.scface_train_ids, max(1, round(len(subjects) * 50 / 130)))
-        train_ids, test_ids = split_ids(subjects, n_train=n_train, seed=ctx.cfg.eval.seed)
-        ctx.save_json("scface_split.json", {"seed": ctx.cfg.eval.seed, "train_ids": train_ids.tolist(),
-                                            "test_ids": test_ids.tolist()})
         train_part = data.select(train_ids)
         images = torch.cat([train_part.gallery_images, *(p.images for p in train_part.probes.values())])
         labels = np.concatenate([train_part.gallery_ids, *(p.ids for p in train_part.probes.values())])
         tuned = finetune(ctx, TensorFaces(images, labels), "scface")
-        _scface_protocol(ctx, data.select(test_ids), "finetune", model=tuned)
+        _scface_protocol(ctx, data.select(test_ids), FINETUNE, model=tuned)
 
 
 def _tinyface_protocol(ctx: EvalContext, root: Path, protocol: str, model) -> None:
