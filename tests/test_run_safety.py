@@ -35,16 +35,22 @@ def new_run(store: Store, status: str = "queued", **kw) -> int:
     return store.create_run(to_dict(cfg), flatten(cfg), "test", status=status, **kw)
 
 
+def db_at_version(db: Path, version: int) -> sqlite3.Connection:
+    """A database as an older lrfr left it: the migrations up to ``version`` only."""
+    from lrfr_tui.migrations import MIGRATIONS
+
+    conn = sqlite3.connect(db)
+    conn.executescript(SCHEMA_V1)
+    for migration in MIGRATIONS[1:version]:
+        migration(conn)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+    return conn
+
+
 def test_v3_database_gets_run_identities_and_loses_duplicate_points(tmp_path):
     """A database of the previous release, with the duplicate points an old resume stored."""
     db = tmp_path / "runs.db"
-    conn = sqlite3.connect(db)
-    conn.executescript(SCHEMA_V1)
-    from lrfr_tui.migrations import MIGRATIONS
-
-    for migration in MIGRATIONS[1:3]:
-        migration(conn)
-    conn.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+    conn = db_at_version(db, 3)
     for _ in (1, 2):
         conn.execute("INSERT INTO runs (name, status, created, config) VALUES ('old', 'killed', 1.0, ?)",
                      (json.dumps(to_dict(resolve("tiny"))),))
@@ -190,13 +196,7 @@ def test_dataloader_workers_ignore_the_stop_signals_their_group_gets():
 def test_v4_scface_zero_shot_results_keep_what_they_measured(tmp_path):
     """Before schema v5, SCface zero_shot ran on all 130 subjects: such rows become zero_shot_all130."""
     db = tmp_path / "runs.db"
-    conn = sqlite3.connect(db)
-    conn.executescript(SCHEMA_V1)
-    from lrfr_tui.migrations import MIGRATIONS
-
-    for migration in MIGRATIONS[1:4]:
-        migration(conn)
-    conn.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    conn = db_at_version(db, 4)
     conn.execute("INSERT INTO runs (name, status, created, config) VALUES ('old', 'finished', 1.0, '{}')")
     conn.executemany("INSERT INTO results VALUES (1, ?, ?, 'rank1_d1', NULL, 0.5, 1.0)",
                      [("scface", "zero_shot"), ("scface", "finetune"), ("lfw", "insightface_10fold")])
