@@ -209,7 +209,8 @@ def show(run: Annotated[int, typer.Argument(help="run id")],
             ("exit code", r.get("exit_code")), ("reason", r.get("failure_reason")),
             ("host", r.get("host")), ("pid", r.get("pid") if r["status"] == "running" else None),
             ("launcher", r.get("launcher")), ("gpus", r.get("gpus")), ("job", r.get("job_id")),
-            ("commit", r.get("git_commit")), ("command", r.get("command")), ("run dir", r.get("run_dir"))):
+            ("commit", r.get("git_commit")), ("command", r.get("command")), ("run dir", r.get("run_dir")),
+            ("environment", _environment_text(detail.get("environment")))):
         if value not in (None, ""):
             info.add_row(label, Text(str(value)))
     out.print(info)
@@ -223,12 +224,18 @@ def show(run: Annotated[int, typer.Argument(help="run id")],
             out.print(Text(f"  {section + ': ' if section else ''}" + "  ".join(items)))
     if detail["results"]:
         out.print(Text("\nresults", style="bold"))
-        table = Table("benchmark", "protocol", "metric", "res", "value", box=None, header_style="bold")
+        table = Table("benchmark", "protocol", "metric", "res", "value", "data", box=None, header_style="bold")
+        standin = False
         for res in detail["results"]:
-            table.add_row(res["benchmark"], res["protocol"], Text(res["metric"]),
+            mark = query.STANDIN_MARK if res.get("source") == "standin" else ""
+            standin = standin or bool(mark)
+            table.add_row(res["benchmark"] + mark, res["protocol"], Text(res["metric"]),
                           "" if res["resolution"] is None else str(res["resolution"]),
-                          query.format_value(res["metric"], res["value"]))
+                          query.format_value(res["metric"], res["value"]),
+                          Text(res.get("source") or "unknown", style="dim"))
         out.print(table)
+        if standin:
+            out.print(Text(query.STANDIN_LEGEND, style="dim"))
     if detail["metrics"]:
         out.print(Text("\ntraining metrics", style="bold"))
         table = Table("key", "points", "last step", "last", "min", "max", box=None, header_style="bold")
@@ -357,6 +364,17 @@ def results(bench: BenchOpt = None, runs: RunsOpt = None, group: GroupOpt = None
             cells.append(cell)
         table.add_row(*cells)
     _out().print(table)
+    for line in matrix.legend():
+        _out().print(Text(line))
+
+
+def _environment_text(env: dict | None) -> str | None:
+    """``NVIDIA H200, torch 2.5.1, CUDA 12.4, 1 process`` from a run's environment event."""
+    if not isinstance(env, dict):
+        return None
+    procs = env.get("world_size") or 1
+    return (f"{env.get('device_name') or env.get('device')}, torch {env.get('torch')}, "
+            f"CUDA {env.get('cuda') or 'none'}, {procs} process{'es' if procs != 1 else ''}")
 
 
 def _print_paper(conn, matrix: query.Matrix, group: str | None, as_json: bool) -> None:
@@ -395,6 +413,8 @@ def _print_paper(conn, matrix: query.Matrix, group: str | None, as_json: bool) -
                       *(Text(query.format_value(c.metric, v), style="italic dim")
                         for c, v in zip(layout.columns, ref.values, strict=True)))
     _out().print(table)
+    for line in layout.legend():
+        _out().print(Text(line))
     if layout.references:
         _err().print("(deltas in brackets: this tool's value minus the paper's published row)")
 
@@ -474,6 +494,8 @@ def compare(runs: Annotated[list[int], typer.Argument(help="two or more run ids"
         for j, (label, col) in enumerate(zip(matrix.labels(), matrix.columns, strict=True)):
             res.add_row(Text(label), *(query.format_value(col.metric, row.values[j]) for row in matrix.rows))
         out.print(res)
+        for line in matrix.legend():
+            out.print(Text(line))
     if data["metrics"]:
         metrics = table("training metrics (last value)")
         for key, values in data["metrics"].items():

@@ -148,7 +148,15 @@ def _to_v5(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE results SET protocol='zero_shot_all130' WHERE benchmark='scface' AND protocol='zero_shot'")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5]
+def _to_v6(conn: sqlite3.Connection) -> None:
+    """Where each number came from: the data a result measured (``source``: JSON with kind standin|catalog,
+    dataset, format, path, checksum, protocol_version) and its identity (``source_key``: ``standin:test``,
+    ``catalog:lfw:<checksum>``). Rows stored before carry NULL: their source is unknown."""
+    conn.execute("ALTER TABLE results ADD COLUMN source TEXT")
+    conn.execute("ALTER TABLE results ADD COLUMN source_key TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5, _to_v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

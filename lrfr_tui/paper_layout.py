@@ -18,7 +18,7 @@ import sqlite3
 import statistics
 from dataclasses import dataclass, field
 
-from lrfr_tui.query import Column, Matrix
+from lrfr_tui.query import STANDIN_LEGEND, STANDIN_VS_PAPER, Column, Matrix
 from lrfr_tui.reference import ARCH_MODELS, PRESET_ROWS, paper_tables, row_columns
 
 
@@ -46,12 +46,20 @@ class PaperTable:
     columns: list[Column]
     rows: list[ConfigRow]
     references: list[ReferenceRow]
+    # Columns holding a value measured on a synthetic stand-in: marked, and never given a delta to the paper.
+    standin: set[int] = field(default_factory=set)
+
+    def legend(self) -> list[str]:
+        if not self.standin:
+            return []
+        return [STANDIN_LEGEND + (STANDIN_VS_PAPER + "; no delta is computed for them" if self.references else "")]
 
     def as_dict(self) -> dict:
         return {"table": self.table,
                 "columns": [c.spec for c in self.columns],
                 "rows": [{"label": r.label, "runs": r.run_ids, "mean": r.mean, "std": r.std,
                           "reference": r.reference, "delta_to_paper": r.delta} for r in self.rows],
+                "standin_columns": [c.spec for j, c in enumerate(self.columns) if j in self.standin],
                 "reference_rows": [{"label": r.label, "arch": r.arch, "sources": r.sources, "values": r.values}
                                    for r in self.references]}
 
@@ -87,6 +95,7 @@ def paper_table(conn: sqlite3.Connection, matrix: Matrix, group: str | None) -> 
         f"SELECT id, preset, config FROM runs WHERE id IN ({','.join('?' * len(matrix.rows))})",
         [r.id for r in matrix.rows]).fetchall()} if matrix.rows else {}
     published = paper_tables()
+    standin = matrix.standin_columns()
     rows: list[ConfigRow] = []
     used: dict[tuple[tuple[str, str], ...], ReferenceRow] = {}
     for label, indices in by_label.items():
@@ -105,11 +114,12 @@ def paper_table(conn: sqlite3.Connection, matrix: Matrix, group: str | None) -> 
                 used[key] = _reference_row(sources, matrix.columns, published, arch_in_label=not by_config)
             if compared:
                 row.reference = used[key].label
-                row.delta = [None if m is None or p is None else m - p
-                             for m, p in zip(mean, used[key].values, strict=True)]
+                # A stand-in number is never compared with a published (real-benchmark) one.
+                row.delta = [None if m is None or p is None or j in standin else m - p
+                             for j, (m, p) in enumerate(zip(mean, used[key].values, strict=True))]
         rows.append(row)
     refs = [r for r in used.values() if any(v is not None for v in r.values)]
-    return PaperTable(table, matrix.columns, rows, refs)
+    return PaperTable(table, matrix.columns, rows, refs, standin)
 
 
 def _model_name(config: str | None) -> str | None:

@@ -54,6 +54,13 @@ TEXT_OPS = ("=", "!=", "~")
 BENCH_ORDER = ("lfw", "xqlfw", "scface", "tinyface", "lowres_lfw")
 BENCH_LABELS = {"lfw": "LFW", "xqlfw": "XQLFW", "scface": "SCface", "tinyface": "TinyFace",
                 "lowres_lfw": "LR-LFW"}
+# A result measured on a synthetic stand-in: its column's benchmark label carries this mark, explained by
+# STANDIN_LEGEND under every table (never a stand-in number shown as an LFW number).
+STANDIN_MARK = "\u2020"
+STANDIN_LEGEND = f"{STANDIN_MARK} synthetic stand-in, not the real benchmark"
+STANDIN_VS_PAPER = " (the published rows are numbers on the real benchmark: not comparable)"
+
+
 # Which protocol ``BENCH.METRIC`` means when no protocol is given (first present wins).
 def bench_kind(benchmark: str) -> str:
     """``xqlfw:my_pairs`` (the xqlfw protocol on another registered dataset) -> ``xqlfw``."""
@@ -792,6 +799,22 @@ def latest_results(db: sqlite3.Connection | Store, run_ids: Sequence[int]) -> di
     return out
 
 
+def latest_sources(db: sqlite3.Connection | Store, run_ids: Sequence[int]) -> dict[int, dict[ResultKey, str | None]]:
+    """run -> {result key: source kind ('standin', 'catalog'; None: unknown)} of the row ``latest_results``
+    takes for that key. Empty for a database before schema v6 (read-only, not upgraded)."""
+    conn = _conn(db)
+    out: dict[int, dict[ResultKey, str | None]] = {}
+    if "source_key" not in _columns(conn, "results"):
+        return out
+    for chunk in _chunks(list(run_ids)):
+        marks = ", ".join("?" * len(chunk))
+        rows = conn.execute("SELECT run_id, benchmark, protocol, metric, resolution, source_key FROM results "
+                            f"WHERE run_id IN ({marks}) ORDER BY rowid", list(chunk))
+        for run_id, bench, protocol, metric, res, key in rows:
+            out.setdefault(run_id, {})[(bench, protocol, metric, res)] = key.partition(":")[0] if key else None
+    return out
+
+
 def _protocol_rank(bench: str, protocol: str) -> tuple[int, str]:
     prefs = PROTOCOL_PREFERENCE.get(bench_kind(bench), ())
     return (prefs.index(protocol) if protocol in prefs else len(prefs), protocol)
@@ -799,6 +822,12 @@ def _protocol_rank(bench: str, protocol: str) -> tuple[int, str]:
 
 def pick(results: dict[ResultKey, float], term: Term) -> float | None:
     """The value of a result term among one run's latest results (same choice as the SQL filter)."""
+    key = pick_key(results, term)
+    return None if key is None else results[key]
+
+
+def pick_key(results: dict[ResultKey, float], term: Term) -> ResultKey | None:
+    """The result key ``pick`` takes the value of."""
     candidates = [(k, v) for k, v in results.items()
                   if k[0] == term.benchmark and k[2] == term.name
                   and (term.protocol is None or k[1] == term.protocol)
@@ -806,7 +835,7 @@ def pick(results: dict[ResultKey, float], term: Term) -> float | None:
     if not candidates:
         return None
     candidates.sort(key=lambda kv: (*_protocol_rank(kv[0][0], kv[0][1]), kv[0][3] is not None, -(kv[0][3] or 0)))
-    return candidates[0][1]
+    return candidates[0][0]
 
 
 # ---------------------------------------------------------------- one run
@@ -932,9 +961,18 @@ def run_detail(db: sqlite3.Connection | Store, db_file: Path, run_id: int, tail:
     config = json.loads(run.pop("config") or "{}")
     params = {k: _decode_param(v) for k, v in conn.execute(
         "SELECT key, value FROM params WHERE run_id = ? ORDER BY key", (run_id,))}
-    results = [{"benchmark": b, "protocol": p, "metric": m, "resolution": r, "value": v}
+    sources = latest_sources(conn, [run_id]).get(run_id, {})
+    results = [{"benchmark": b, "protocol": p, "metric": m, "resolution": r, "value": v,
+                "source": sources.get((b, p, m, r))}
                for (b, p, m, r), v in sorted(latest_results(conn, [run_id]).get(run_id, {}).items(),
                                              key=lambda kv: _result_sort_key(kv[0]))]
+    environment = None
+    for (data,) in conn.execute("SELECT data FROM events WHERE run_id = ? AND kind = 'environment' "
+                                "ORDER BY rowid DESC LIMIT 1", (run_id,)):
+        try:
+            environment = json.loads(data or "{}").get("environment")
+        except (ValueError, AttributeError):
+            environment = None
     notes = _dicts(conn.execute("SELECT text, wall FROM notes WHERE run_id = ? ORDER BY wall", (run_id,)))
     artifacts = _dicts(conn.execute("SELECT kind, path, wall FROM artifacts WHERE run_id = ? ORDER BY wall",
                                     (run_id,)))
@@ -949,7 +987,8 @@ def run_detail(db: sqlite3.Connection | Store, db_file: Path, run_id: int, tail:
         duration = None if end is None else end - started
     return {"run": run, "duration_s": duration, "age_s": now - run["created"],
             "tags": run_tags(conn, [run_id]).get(run_id, []), "notes": notes, "config": config,
-            "params": params, "results": results, "metrics": _metric_summary(conn, run_id),
+            "params": params, "results": results, "environment": environment,
+            "metrics": _metric_summary(conn, run_id),
             "artifacts": artifacts, "events": events, "log_path": str(log) if log else None,
             "log_tail": tail_lines(log, tail) if log is not None else []}
 
@@ -993,11 +1032,17 @@ class Column:
         res = "HR" if self.resolution >= 112 else f"{self.resolution} px"
         return res if self.metric == "acc" else f"{label} {res}"
 
-    def value(self, results: dict[ResultKey, float]) -> float | None:
+    def key(self, results: dict[ResultKey, float]) -> ResultKey | None:
+        """The result of one run this column shows (None: it has none)."""
         if self.exact:
-            return results.get((self.benchmark, self.protocol or "", self.metric, self.resolution))
-        return pick(results, Term("result", self.metric, benchmark=self.benchmark, protocol=self.protocol,
-                                  resolution=self.resolution))
+            key = (self.benchmark, self.protocol or "", self.metric, self.resolution)
+            return key if key in results else None
+        return pick_key(results, Term("result", self.metric, benchmark=self.benchmark, protocol=self.protocol,
+                                      resolution=self.resolution))
+
+    def value(self, results: dict[ResultKey, float]) -> float | None:
+        key = self.key(results)
+        return None if key is None else results[key]
 
 
 @dataclass
@@ -1007,6 +1052,8 @@ class MatrixRow:
     values: list[float | None]
     deltas: list[float | None] | None = None
     baseline: bool = False
+    # Per cell: the kind of data its value was measured on ('standin', 'catalog'; None: unknown or no value).
+    sources: list[str | None] = field(default_factory=list)
 
 
 @dataclass
@@ -1017,14 +1064,39 @@ class Matrix:
     # Published numbers shown after the runs (see paper_layout.attach_references); never "best".
     references: list[MatrixRow] = field(default_factory=list)
 
+    def standin_columns(self) -> set[int]:
+        """Columns where some shown run value was measured on a synthetic stand-in."""
+        return {j for j in range(len(self.columns))
+                if any(len(r.sources) > j and r.sources[j] == "standin" for r in self.rows)}
+
+    def legend(self) -> list[str]:
+        """Lines to print under the table: what the stand-in mark means (none without stand-in values)."""
+        if not self.standin_columns():
+            return []
+        return [STANDIN_LEGEND + (STANDIN_VS_PAPER if self.references else "")]
+
     def group_labels(self) -> list[str]:
-        """Benchmark label per column, with the protocol where a benchmark shows several."""
+        """Benchmark label per column, with the protocol where a benchmark shows several, marked with
+        STANDIN_MARK where a shown value of the column comes from a synthetic stand-in."""
         protocols: dict[str, set[str | None]] = {}
         for col in self.columns:
             protocols.setdefault(col.benchmark, set()).add(col.protocol)
-        return [BENCH_LABELS.get(c.benchmark, c.benchmark)
+        standin = self.standin_columns()
+        return [BENCH_LABELS.get(c.benchmark, c.benchmark) + (STANDIN_MARK if j in standin else "")
                 + (f" ({c.protocol})" if c.protocol and len(protocols[c.benchmark]) > 1 else "")
-                for c in self.columns]
+                for j, c in enumerate(self.columns)]
+
+    def row_source(self, row: MatrixRow) -> str:
+        """A row's data sources for the CSV ``source`` column: ``lfw=standin scface=catalog`` (per benchmark
+        shown; ``unknown`` for values stored before sources were recorded)."""
+        kinds: dict[str, str] = {}
+        for j, col in enumerate(self.columns):
+            if row.values[j] is None:
+                continue
+            kind = (row.sources[j] if len(row.sources) > j else None) or "unknown"
+            previous = kinds.get(col.benchmark)
+            kinds[col.benchmark] = kind if previous in (None, kind) else "mixed"
+        return " ".join(f"{b}={k}" for b, k in kinds.items())
 
     def labels(self) -> list[str]:
         return [f"{g} {c.short}" for g, c in zip(self.group_labels(), self.columns, strict=True)]
@@ -1053,10 +1125,13 @@ class Matrix:
     def as_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline,
                 "columns": [{"benchmark": c.benchmark, "protocol": c.protocol, "metric": c.metric,
-                             "resolution": c.resolution, "spec": c.spec, "label": label}
-                            for c, label in zip(self.columns, self.labels(), strict=True)],
+                             "resolution": c.resolution, "spec": c.spec, "label": label,
+                             "standin": j in self.standin_columns()}
+                            for j, (c, label) in enumerate(zip(self.columns, self.labels(), strict=True))],
                 "rows": [{"id": r.id, "name": r.name, "baseline": r.baseline, "values": r.values,
-                          **({"deltas": r.deltas} if r.deltas is not None else {})} for r in self.rows]}
+                          "sources": r.sources, **({"deltas": r.deltas} if r.deltas is not None else {})}
+                         for r in self.rows],
+                "legend": self.legend()}
 
 
 def is_percent(metric: str) -> bool:
@@ -1196,8 +1271,13 @@ def results_matrix(db: sqlite3.Connection | Store, runs: Sequence[int] | None = 
         columns = metric_columns(metrics, results, benches)
     else:
         columns = headline_columns(results, benches)
-    rows = [MatrixRow(i, names[i], [c.value(results.get(i, {})) for c in columns], baseline=i == baseline)
-            for i in order]
+    sources = latest_sources(conn, order)
+    rows = []
+    for i in order:
+        keys = [c.key(results.get(i, {})) for c in columns]
+        rows.append(MatrixRow(i, names[i], [None if k is None else results[i][k] for k in keys],
+                              baseline=i == baseline,
+                              sources=[None if k is None else sources.get(i, {}).get(k) for k in keys]))
     if not explicit:
         rows = [r for r in rows if r.baseline or any(v is not None for v in r.values)]
     if baseline is not None:
@@ -1213,16 +1293,22 @@ def results_matrix(db: sqlite3.Connection | Store, runs: Sequence[int] | None = 
 
 
 def export_csv(matrix: Matrix) -> str:
-    """One row per run: id, run, then each column in display units (percent for accuracies)."""
+    """One row per run: id, run, then each column in display units (percent for accuracies), then (where sources
+    are recorded) ``source``: the data each benchmark's values were measured on."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "run", *(c.spec for c in matrix.columns)])
+    # A ``source`` column (``lfw=standin xqlfw=catalog``) whenever a shown value's source is recorded.
+    sourced = any(k is not None for r in matrix.rows for k in r.sources)
+    extra = ["source"] if sourced else []
+    writer.writerow(["id", "run", *(c.spec for c in matrix.columns), *extra])
     for row, label in zip(matrix.rows, matrix.row_labels(), strict=True):
         writer.writerow([row.id, label, *("" if v is None else format_value(c.metric, v)
-                                          for c, v in zip(matrix.columns, row.values, strict=True))])
+                                          for c, v in zip(matrix.columns, row.values, strict=True)),
+                         *([matrix.row_source(row)] if sourced else [])])
     for ref in matrix.references:
         writer.writerow(["", ref.name, *("" if v is None else format_value(c.metric, v)
-                                         for c, v in zip(matrix.columns, ref.values, strict=True))])
+                                         for c, v in zip(matrix.columns, ref.values, strict=True)),
+                         *(["published"] if sourced else [])])
     return buf.getvalue()
 
 
@@ -1245,11 +1331,13 @@ def export_markdown(matrix: Matrix) -> str:
         values = (format_value(c.metric, v) if v is not None else "" for c, v in zip(matrix.columns, ref.values,
                                                                                       strict=True))
         lines.append(f"| *{cell(ref.name)}* | " + " | ".join(values) + " |")
+    lines += [""] + matrix.legend() if matrix.legend() else []
     return "\n".join(lines) + "\n"
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  STANDIN_MARK: r"\textsuperscript{\dag}"}
 
 
 def latex_escape(text: str) -> str:
@@ -1290,7 +1378,10 @@ def export_latex(matrix: Matrix) -> str:
         for c, v in zip(matrix.columns, ref.values, strict=True):
             cells.append("--" if v is None else f"\\textit{{{latex_escape(format_value(c.metric, v))}}}")
         lines.append(" & ".join(cells) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
+    lines.append("\\bottomrule")
+    for text in matrix.legend():
+        lines.append(f"\\multicolumn{{{n + 1}}}{{l}}{{\\footnotesize {latex_escape(text)}}} \\\\")
+    lines.append("\\end{tabular}")
     return "\n".join(lines) + "\n"
 
 

@@ -109,6 +109,16 @@ class Run:
         return self.status in FINAL_STATUSES
 
 
+def result_source_key(source: dict[str, Any] | None) -> str | None:
+    """``standin:<size>`` for a synthetic stand-in, ``catalog:<dataset>:<checksum>`` for a catalog dataset;
+    None for an unknown source. Two results of one run with the same key measured the same data."""
+    if not source or not source.get("kind"):
+        return None
+    if source["kind"] == "standin":
+        return f"standin:{str(source.get('dataset', '')).removeprefix('standin-')}"
+    return f"{source['kind']}:{source.get('dataset', '')}:{source.get('checksum') or ''}"
+
+
 class Store:
     """One connection to runs.db. Cheap to open; open one per process (and per thread)."""
 
@@ -428,9 +438,10 @@ class Store:
                 kind, path, wall = args
                 self.conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?)", (run_id, kind, path, wall))
             elif op == "result":
-                benchmark, protocol, metric, resolution, value, wall = args
-                self.conn.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                  (run_id, benchmark, protocol, metric, resolution, value, wall))
+                # 7 elements (a pending.jsonl of an older worker: source unknown) or 8 (with the source).
+                benchmark, protocol, metric, resolution, value, wall, *rest = args
+                self._insert_result(run_id, benchmark, protocol, metric, resolution, value, wall,
+                                    rest[0] if rest else None)
             elif op == "truncate_after":
                 self.drop_metrics_after(run_id, int(args[0]))
             elif op == "started":
@@ -456,20 +467,48 @@ class Store:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT key FROM metrics WHERE run_id=? ORDER BY key",
                                                 (run_id,))]
 
-    def add_results(self, run_id: int, rows: Iterable[tuple[str, str, str, int | None, float]]) -> None:
+    def add_results(self, run_id: int, rows: Iterable[tuple[str, str, str, int | None, float]],
+                    source: dict[str, Any] | str | None = None) -> None:
+        """Results measured on ``source`` (see ``_insert_result``); one transaction."""
         now = time.time()
         with self.transaction():
-            self.conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                  [(run_id, b, p, m, r, v, now) for b, p, m, r, v in rows])
+            for b, p, m, r, v in rows:
+                self._insert_result(run_id, b, p, m, r, v, now, source)
+
+    def _insert_result(self, run_id: int, benchmark: str, protocol: str, metric: str, resolution: int | None,
+                       value: float, wall: float, source: dict[str, Any] | str | None) -> None:
+        """A result with a known source replaces the run's earlier one of the same (benchmark, protocol,
+        metric, resolution, source_key) - a re-evaluation never adds a duplicate - and keeps those measured
+        on other data. Without a source (an older worker) it is added, as before."""
+        data = json.loads(source) if isinstance(source, str) else source
+        key = result_source_key(data)
+        if key is not None:
+            self.conn.execute("DELETE FROM results WHERE run_id=? AND benchmark=? AND protocol=? AND metric=? "
+                              "AND resolution IS ? AND source_key=?",
+                              (run_id, benchmark, protocol, metric, resolution, key))
+        self.conn.execute(
+            "INSERT INTO results (run_id, benchmark, protocol, metric, resolution, value, created, source, "
+            "source_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, benchmark, protocol, metric, resolution, value, wall,
+             json.dumps(data, sort_keys=True) if data else None, key))
 
     def results(self, run_id: int) -> list[dict[str, Any]]:
-        """The latest value of each (benchmark, protocol, metric, resolution): a re-evaluation wins."""
+        """The latest value of each (benchmark, protocol, metric, resolution): a re-evaluation wins. Each
+        with its ``source`` (dict; None: unknown, stored before schema v6) and ``source_key``."""
         rows = self.conn.execute(
-            "SELECT benchmark, protocol, metric, resolution, value FROM results WHERE rowid IN ("
+            "SELECT benchmark, protocol, metric, resolution, value, source, source_key FROM results WHERE rowid IN ("
             "  SELECT MAX(rowid) FROM results WHERE run_id=? "
             "  GROUP BY benchmark, protocol, metric, COALESCE(resolution, -1)) "
             "ORDER BY benchmark, protocol, metric, resolution DESC", (run_id,))
-        return [dict(r) for r in rows]
+        out = []
+        for r in rows:
+            row = dict(r)
+            try:
+                row["source"] = json.loads(row["source"]) if row["source"] else None
+            except ValueError:
+                row["source"] = None
+            out.append(row)
+        return out
 
     def add_event(self, run_id: int, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         self.conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)",

@@ -183,9 +183,10 @@ class StoreReporter(Reporter):
     def __init__(self, writer: StoreWriter) -> None:
         self.writer = writer
         self.run_id = writer.run_id
-        self.buffer: list[list[Any]] = []
         self.total_steps: int | None = None
         self.step = 0
+        # benchmark (result name) -> the data its results measure, from the engine's data_source events
+        self.sources: dict[str, dict[str, Any]] = {}
 
     def start(self, total_steps: int, start_step: int) -> None:
         self.total_steps = total_steps
@@ -204,6 +205,8 @@ class StoreReporter(Reporter):
         self.writer.flush_now()
 
     def event(self, kind: str, message: str, **fields: Any) -> None:
+        if kind == "data_source" and isinstance(fields.get("source"), dict) and fields.get("benchmark"):
+            self.sources[str(fields["benchmark"])] = dict(fields["source"])
         checkpoint = kind == "checkpoint" and isinstance(fields.get("step"), int)
         if checkpoint:
             # Progress is the checkpoint's step too: metrics are only logged every log_every steps.
@@ -218,7 +221,8 @@ class StoreReporter(Reporter):
         self.writer.put("artifact", kind, str(path), time.time())
 
     def result(self, benchmark: str, protocol: str, metric: str, resolution: int | None, value: float) -> None:
-        self.writer.put("result", benchmark, protocol, metric, resolution, float(value), time.time())
+        self.writer.put("result", benchmark, protocol, metric, resolution, float(value), time.time(),
+                        self.sources.get(benchmark))
 
 
 class LogReporter(Reporter):

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
+import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ from engine.config import RunConfig
 from engine.errors import ConfigError, LrfrError
 from engine.reporting import Reporter
 
+# The version of the benchmark protocols as implemented here; stored with each result's data source.
+PROTOCOLS_VERSION = "2026.12"
 BENCHMARK_NAMES = ("lfw", "lowres_lfw", "scface", "tinyface", "xqlfw")
 # The catalog entry a benchmark reads when its entry names no dataset (`lrfr data add NAME PATH`).
 DEFAULT_DATASETS = {"lowres_lfw": "lfw"}
@@ -149,6 +153,31 @@ class _Renamed(Reporter):
         self.parent.result(self.name if benchmark == self.kind else benchmark, protocol, metric, resolution, value)
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def environment(device: torch.device | str) -> dict:
+    """What a run ran on: device name, torch and CUDA versions, number of processes (WORLD_SIZE)."""
+    device = torch.device(device)
+    name = None
+    if device.type == "cuda" and torch.cuda.is_available():
+        try:
+            name = torch.cuda.get_device_name(device)
+        except (RuntimeError, AssertionError):
+            name = None
+    return {"device": str(device), "device_name": name or _cpu_model(), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
+            "host": platform.node()}
+
+
 def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: Reporter,
                    run_dir: Path | None = None) -> None:
     """``model``: an engine backbone (nn.Module) or any callable float N x 3 x S x S -> N x D.
@@ -164,6 +193,9 @@ def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: 
     if isinstance(model, torch.nn.Module):
         model = as_embed_fn(model.to(device))
     base = EvalContext(model, cfg, device, reporter, run_dir)
+    env = environment(device)
+    reporter.event("environment", f"evaluating on {env['device_name']} (torch {env['torch']}, "
+                                  f"CUDA {env['cuda'] or 'none'}, {env['world_size']} process(es))", environment=env)
     specs = [parse_benchmark(text, known=list(BENCHMARKS)) for text in cfg.eval.benchmarks]
     failures: dict[str, str] = {}
     succeeded: list[str] = []

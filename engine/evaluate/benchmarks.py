@@ -14,9 +14,10 @@ same file format), runs its published protocol and reports one result per
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,9 @@ class EvalContext:
     run_dir: Path | None = None
     # The catalog entry the benchmark reads (``xqlfw=my_pairs`` in eval.benchmarks); None: its own.
     dataset: str | None = None
+    # Result names whose data source was reported (a ``data_source`` event, once per benchmark);
+    # shared by the contexts ``dataclasses.replace`` makes from one evaluation's base context.
+    sources_reported: set[str] = field(default_factory=set)
 
     @property
     def size(self) -> int:
@@ -90,9 +94,62 @@ class EvalContext:
 # ---------------------------------------------------------------- where the data comes from
 
 
+_CHUNK = 1 << 20
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 hex[:16] of a file, read in 1 MiB chunks (a 100 MB pack: ~0.2 s), cached per (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()[:16]
+    return _DIGESTS[key]
+
+
+def _tree_digest(root: Path) -> str:
+    """A stable digest of a tree's sorted relative file list (names only: cheap on a large image tree)."""
+    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+def _checksum(fmt: str, path: Path, pairs: Path | None) -> str | None:
+    """The checksum of what the protocol's pairs/list come from: the .bin pack, the pairs file, or the
+    file list of an scface/tinyface tree. None when the data is not there (its reader says why)."""
+    try:
+        if fmt == "bin":
+            return _file_digest(path)
+        if fmt == "pairs":
+            pairs = pairs or find_pairs_file(path)
+            return _file_digest(pairs) if pairs is not None else None
+        return _tree_digest(path) if path.is_dir() else None
+    except OSError:
+        return None
+
+
+def _report_source(ctx: EvalContext, name: str, kind: str, dataset: str, fmt: str, path: Path,
+                   pairs: Path | None) -> None:
+    """One ``data_source`` event per benchmark result name and evaluation: which data its results measure."""
+    result_name = name if ctx.dataset is None else f"{name}:{ctx.dataset}"
+    if result_name in ctx.sources_reported:
+        return
+    ctx.sources_reported.add(result_name)
+    from engine.evaluate import PROTOCOLS_VERSION
+
+    source = {"kind": kind, "dataset": dataset, "format": fmt, "path": str(path),
+              "checksum": _checksum(fmt, path, pairs), "protocol_version": PROTOCOLS_VERSION}
+    what = "synthetic stand-in" if kind == "standin" else "catalog dataset"
+    ctx.reporter.event("data_source", f"{result_name}: {what} {dataset} ({fmt}, {path})",
+                       benchmark=result_name, source=source)
+
+
 def _source(ctx: EvalContext, name: str) -> tuple[str, Path, Path | None]:
     """(format, path, pairs file) of benchmark ``name``'s data: its stand-in, its catalog entry, or the
-    entry ``ctx.dataset`` (which must hold a format the benchmark reads)."""
+    entry ``ctx.dataset`` (which must hold a format the benchmark reads). Reports which it is (once)."""
     if ctx.cfg.eval.source == "synthetic":
         if ctx.dataset is not None:
             raise DatasetError(f"{name}={ctx.dataset}: eval.source=synthetic uses stand-ins, not catalog "
@@ -101,13 +158,15 @@ def _source(ctx: EvalContext, name: str) -> tuple[str, Path, Path | None]:
 
         paths = materialise_standins(cache_root(), seed=ctx.cfg.eval.seed, size_preset=ctx.cfg.eval.standin_size)
         # The LFW benchmark reads the .bin pack, lowres_lfw the tree + pairs.txt: both readers get used.
-        return {
+        found = {
             "lfw": ("bin", paths["lfw_bin"], None),
             "lowres_lfw": ("pairs", paths["lfw"], None),
             "xqlfw": ("pairs", paths["xqlfw"], None),
             "scface": ("scface", paths["scface"], None),
             "tinyface": ("tinyface", paths["tinyface"], None),
         }[name]
+        _report_source(ctx, name, "standin", f"standin-{ctx.cfg.eval.standin_size}", *found)
+        return found
     from engine.evaluate import BENCHMARK_FORMATS, default_dataset
 
     entry = lookup(ctx.dataset or default_dataset(name))
@@ -116,7 +175,9 @@ def _source(ctx: EvalContext, name: str) -> tuple[str, Path, Path | None]:
         raise DatasetError(f"{name}={entry.name}: dataset {entry.name!r} is registered as format "
                            f"{entry.format!r}, but the {name} benchmark reads {' or '.join(map(repr, needs))}; "
                            f"register one of that format (`lrfr data add NAME PATH --format {needs[0]}`)")
-    return entry.format, Path(entry.path), Path(entry.pairs) if entry.pairs else None
+    found = (entry.format, Path(entry.path), Path(entry.pairs) if entry.pairs else None)
+    _report_source(ctx, name, "catalog", entry.name, *found)
+    return found
 
 
 def _load_pairs(ctx: EvalContext, name: str) -> VerificationPairs:
@@ -136,9 +197,14 @@ def _load_pairs(ctx: EvalContext, name: str) -> VerificationPairs:
 
 
 def _verification_metrics(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray,
-                          folds: int = 10) -> dict[str, float]:
+                          folds: int = 10, seed: int = 0) -> dict[str, float]:
+    """The insightface 10-fold metrics, with ``acc_ci95_lo`` / ``acc_ci95_hi``: the 95% percentile bootstrap
+    interval (1,000 resamples of the pairs, seeded) of the per-pair correctness behind ``acc``."""
+    from engine.evaluate.uncertainty import bootstrap_ci
+
     res = insightface_verification(emb1, emb2, issame, folds=folds)
     metrics = {"acc": res.accuracy, "acc_std": res.std, "acc_stderr": res.stderr, "threshold": res.threshold}
+    metrics["acc_ci95_lo"], metrics["acc_ci95_hi"] = bootstrap_ci(res.correct, n_boot=1000, seed=seed, level=0.95)
     if res.val_far is not None:
         metrics["val@far=1e-3"] = res.val_far.val
     return metrics
@@ -163,7 +229,7 @@ def bench_lfw(ctx: EvalContext) -> None:
     pairs = _load_pairs(ctx, "lfw")
     emb = ctx.embed(pairs.images)
     e1, e2 = emb[0::2], emb[1::2]
-    ctx.report("lfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame, pairs.folds))
+    ctx.report("lfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame, pairs.folds, seed=ctx.cfg.eval.seed))
     ctx.report("lfw", "roc", _tar_metrics(e1, e2, pairs.issame))
 
 
@@ -174,7 +240,7 @@ def bench_xqlfw(ctx: EvalContext) -> None:
     official = xqlfw_verification(e1, e2, pairs.issame, pairs.folds)
     ctx.report("xqlfw", "xqlfw_official", {"acc": official.accuracy, "acc_std": official.std,
                                            "threshold": official.threshold})
-    ctx.report("xqlfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame, pairs.folds))
+    ctx.report("xqlfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame, pairs.folds, seed=ctx.cfg.eval.seed))
 
 
 def bench_lowres_lfw(ctx: EvalContext) -> None:
@@ -192,7 +258,7 @@ def bench_lowres_lfw(ctx: EvalContext) -> None:
         e1, e2 = ctx.embed(first, resolution=r1), ctx.embed(second, resolution=r2)
         ctx.save_json("lowres_lfw_random_sizes.json", {"seed": ctx.cfg.eval.seed, "first": sizes[0].tolist(),
                                                        "second": sizes[1].tolist()})
-        ctx.report("lowres_lfw", protocol, _verification_metrics(e1, e2, pairs.issame, pairs.folds))
+        ctx.report("lowres_lfw", protocol, _verification_metrics(e1, e2, pairs.issame, pairs.folds, seed=ctx.cfg.eval.seed))
         return
     for r in ctx.cfg.eval.resolutions:
         if r >= ctx.size:
@@ -201,7 +267,7 @@ def bench_lowres_lfw(ctx: EvalContext) -> None:
             e2 = ctx.embed(second, resolution=r)
             e1 = ctx.embed(first, resolution=r) if mode == "both" else hr1
             quality = float(ssim_degraded(second, r).mean())  # chunked: bounded memory
-        metrics = _verification_metrics(e1, e2, pairs.issame, pairs.folds)
+        metrics = _verification_metrics(e1, e2, pairs.issame, pairs.folds, seed=ctx.cfg.eval.seed)
         metrics["ssim"] = quality
         ctx.report("lowres_lfw", protocol, metrics, resolution=min(r, ctx.size))
 
@@ -265,17 +331,25 @@ def finetune(ctx: EvalContext, dataset: Dataset, label: str) -> nn.Module:
 
 
 def _scface_protocol(ctx: EvalContext, data: SCface, protocol: str, model=None) -> None:
+    from engine.evaluate.uncertainty import bootstrap_ci, stratified_bootstrap_ci
+
     model = model if model is not None else ctx.model
     gallery = embed(model, data.gallery_images, ctx.device, ctx.cfg.eval.batch_size)
-    rank1, rank5 = [], []
+    rank1, rank5, hits1 = [], [], []
+    seed = ctx.cfg.eval.seed
     for distance in sorted(data.probes):
         probes = data.probes[distance]
         emb = embed(model, probes.images, ctx.device, ctx.cfg.eval.batch_size)
         res = evaluate_identification(emb, probes.ids, gallery, data.gallery_ids, ranks=(1, 5))
         rank1.append(res.cmc[1])
         rank5.append(res.cmc[5])
-        ctx.report("scface", protocol, {f"rank1_d{distance}": res.cmc[1], f"rank5_d{distance}": res.cmc[5]})
-    ctx.report("scface", protocol, {"rank1_mean": float(np.mean(rank1)), "rank5_mean": float(np.mean(rank5))})
+        hits1.append(res.hits(1))
+        lo, hi = bootstrap_ci(hits1[-1], n_boot=1000, seed=seed)
+        ctx.report("scface", protocol, {f"rank1_d{distance}": res.cmc[1], f"rank1_d{distance}_ci95_lo": lo,
+                                        f"rank1_d{distance}_ci95_hi": hi, f"rank5_d{distance}": res.cmc[5]})
+    lo, hi = stratified_bootstrap_ci(hits1, n_boot=1000, seed=seed)  # each distance resampled within itself
+    ctx.report("scface", protocol, {"rank1_mean": float(np.mean(rank1)), "rank1_mean_ci95_lo": lo,
+                                    "rank1_mean_ci95_hi": hi, "rank5_mean": float(np.mean(rank5))})
 
 
 SCFACE_SPLIT_FILE = "scface_split.json"
@@ -336,7 +410,11 @@ def _tinyface_protocol(ctx: EvalContext, root: Path, protocol: str, model) -> No
     gallery_labels = np.concatenate([splits["match"].labels, splits["distractor"].labels])
     res = evaluate_identification(emb["probe"], splits["probe"].labels, gallery, gallery_labels,
                                   ranks=(1, 5, 10, 20), distractor_label=DISTRACTOR_LABEL)
+    from engine.evaluate.uncertainty import bootstrap_ci
+
     metrics = {f"rank{k}": v for k, v in res.cmc.items()}
+    metrics["rank1_ci95_lo"], metrics["rank1_ci95_hi"] = bootstrap_ci(res.hits(1), n_boot=1000,
+                                                                      seed=ctx.cfg.eval.seed)
     metrics["mAP"] = res.mean_ap
     ctx.report("tinyface", protocol, metrics)
 

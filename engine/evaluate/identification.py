@@ -64,6 +64,13 @@ class IdentificationResult:
     first_match_rank: np.ndarray  # (P,) 1-based
     match_ranks: MatchRanks
 
+    def hits(self, k: int = 1) -> np.ndarray:
+        """(P,) bool: is the probe's first true match within the top ``k``? (``hits(k).mean() == cmc[k]``:
+        the per-probe decisions behind rank-k, for bootstrap intervals and paired tests.)"""
+        if int(k) < 1:
+            raise ValueError("ranks are 1-based: k >= 1")
+        return self.first_match_rank <= int(k)
+
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     """float32 rows divided by their L2 norm (norm clamped at 1e-12, as torch's F.normalize)."""

@@ -46,6 +46,9 @@ class VerificationResult:
     fold_accuracies: np.ndarray
     fold_thresholds: np.ndarray
     val_far: ValFarResult | None = None  # insightface's VAL@FAR=1e-3, filled by insightface_verification
+    # (N,) bool: pair i classified correctly by its own test fold's best threshold - the decisions whose
+    # per-fold means are ``fold_accuracies`` (and whose mean is ``accuracy`` when the folds are equal-sized).
+    correct: np.ndarray | None = None
 
 
 def fold_sizes(n: int, folds: int) -> np.ndarray:
@@ -74,6 +77,7 @@ def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, thresholds: np.ndarra
     train_acc = (total - per_fold) / (len(scores) - sizes)[None, :]
     best = np.argmax(train_acc, axis=0)  # argmax returns the first maximum: "first best" tie-breaking
     fold_acc = per_fold[best, np.arange(folds)] / sizes
+    pair_correct = correct[np.repeat(best, sizes), np.arange(len(scores))]
     std = float(np.std(fold_acc))
     return VerificationResult(
         accuracy=float(np.mean(fold_acc)),
@@ -82,6 +86,7 @@ def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, thresholds: np.ndarra
         threshold=float(np.mean(thresholds[best])),
         fold_accuracies=fold_acc,
         fold_thresholds=thresholds[best],
+        correct=pair_correct,
     )
 
 

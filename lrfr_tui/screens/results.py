@@ -73,6 +73,7 @@ class ResultsScreen(Screen):
         self.loads = 0
         self._wake = threading.Event()
         self._key: object = None
+        self._head = ""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="results-head", markup=False)
@@ -83,8 +84,8 @@ class ResultsScreen(Screen):
     def on_mount(self) -> None:
         self.app.data_signal.subscribe(self, lambda _: self._wake.set())
         where = f"runs matching: {self.filter_text}" if self.filter_text.strip() else "every run with results"
-        self.query_one("#results-head", Static).update(
-            f"Results board: {where}. Best value per column highlighted; e exports (CSV / Markdown / LaTeX).")
+        self._head = f"Results board: {where}. Best value per column highlighted; e exports (CSV / Markdown / LaTeX)."
+        self.query_one("#results-head", Static).update(self._head)
         self.query_one(StatusBar).set_left("results board")
         self.query_one("#board", DataTable).focus()
         self._poll()
@@ -116,7 +117,8 @@ class ResultsScreen(Screen):
             self.query_one("#results-head", Static).update(message.error)
             return
         matrix = message.matrix
-        key = (tuple(c.spec for c in matrix.columns), tuple((r.id, r.name, tuple(r.values)) for r in matrix.rows))
+        key = (tuple(c.spec for c in matrix.columns),
+               tuple((r.id, r.name, tuple(r.values), tuple(r.sources)) for r in matrix.rows))
         if key == self._key:
             return
         self._key = key
@@ -153,6 +155,8 @@ class ResultsScreen(Screen):
             except Exception:  # noqa: BLE001 - the run left the board
                 pass
         self.query_one(StatusBar).set_left(f"results board · {len(matrix.rows)} runs × {len(matrix.columns)} columns")
+        # The stand-in mark's legend under the head line whenever a column carries it.
+        self.query_one("#results-head", Static).update("\n".join([self._head, *matrix.legend()]))
 
     def action_export(self) -> None:
         def chosen(fmt: str | None) -> None:
