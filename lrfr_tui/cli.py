@@ -141,6 +141,8 @@ def _print_results(store, run_id: int, benches: list[str] | None = None) -> None
         table.add_row(group_label if group_label != previous else "", col.short, query.format_value(col.metric, value))
         previous = group_label
     out.print(table)
+    for line in matrix.legend():  # what the stand-in mark means
+        out.print(line, markup=False, highlight=False)
 
 
 @data_app.command("add")
