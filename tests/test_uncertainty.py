@@ -272,7 +272,7 @@ def test_benchmarks_report_intervals_next_to_their_accuracies(micro_config):
 
     torch.manual_seed(0)
     model = build_backbone(micro_config).eval()
-    micro_config.eval.benchmarks = ["lfw", "scface", "tinyface", "lowres_lfw"]
+    micro_config.eval.benchmarks = ["lfw", "xqlfw", "scface", "tinyface", "lowres_lfw"]
     micro_config.eval.scface_protocols = ["zero_shot"]
     rec = Results()
     run_benchmarks(model, micro_config, "cpu", rec)
@@ -283,4 +283,6 @@ def test_benchmarks_report_intervals_next_to_their_accuracies(micro_config):
             lo, hi = rows[(b, p, f"{m}_ci95_lo", r)], rows[(b, p, f"{m}_ci95_hi", r)]
             assert 0.0 <= lo <= v <= hi <= 1.0, (b, p, m, r, lo, v, hi)
             checked += 1
-    assert checked >= 1 + 2 + 4 + 1  # lfw acc, lowres per resolution, scface d1..d3 + mean, tinyface rank1
+    # lfw acc, xqlfw official + insightface, lowres per resolution, scface d1..d3 + mean, tinyface rank1
+    assert checked >= 1 + 2 + 2 + 4 + 1
+    assert ("xqlfw", "xqlfw_official", "acc_ci95_lo", None) in rows

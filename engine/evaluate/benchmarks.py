@@ -238,8 +238,11 @@ def bench_xqlfw(ctx: EvalContext) -> None:
     emb = ctx.embed(pairs.images)
     e1, e2 = emb[0::2], emb[1::2]
     official = xqlfw_verification(e1, e2, pairs.issame, pairs.folds)
+    from engine.evaluate.uncertainty import bootstrap_ci
+
+    lo, hi = bootstrap_ci(official.correct, seed=ctx.cfg.eval.seed)
     ctx.report("xqlfw", "xqlfw_official", {"acc": official.accuracy, "acc_std": official.std,
-                                           "threshold": official.threshold})
+                                           "acc_ci95_lo": lo, "acc_ci95_hi": hi, "threshold": official.threshold})
     ctx.report("xqlfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame, pairs.folds, seed=ctx.cfg.eval.seed))
 
 
