@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 class Reporter:
     """No-op base class: override what you need."""
@@ -29,6 +31,11 @@ class Reporter:
 
     def result(self, benchmark: str, protocol: str, metric: str, resolution: int | None, value: float) -> None:
         """One evaluation number; ``resolution`` None means the benchmark's native images."""
+
+    def outcomes(self, benchmark: str, protocol: str, metric: str, resolution: int | None,
+                 correct: np.ndarray) -> None:
+        """The per-item correctness behind an accuracy result (one boolean per pair or probe, in the
+        protocol's item order): what paired significance tests and pooled intervals are computed from."""
 
 
 class MultiReporter(Reporter):
@@ -56,6 +63,11 @@ class MultiReporter(Reporter):
     def result(self, benchmark: str, protocol: str, metric: str, resolution: int | None, value: float) -> None:
         for r in self.reporters:
             r.result(benchmark, protocol, metric, resolution, value)
+
+    def outcomes(self, benchmark: str, protocol: str, metric: str, resolution: int | None,
+                 correct: np.ndarray) -> None:
+        for r in self.reporters:
+            r.outcomes(benchmark, protocol, metric, resolution, correct)
 
 
 class PrintReporter(Reporter):

@@ -156,7 +156,25 @@ def _to_v6(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE results ADD COLUMN source_key TEXT")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5, _to_v6]
+def _to_v7(conn: sqlite3.Connection) -> None:
+    """How sure each number is: the per-item correctness (one bit per pair or probe, ``numpy.packbits``
+    order, ``n`` items) behind an accuracy result, so two runs measured on the same data (same
+    ``source_key``) can be compared by a paired test, and seeds pooled. One row per (run, benchmark,
+    protocol, metric, resolution, source_key); a re-evaluation replaces it."""
+    conn.execute("""CREATE TABLE IF NOT EXISTS outcomes (
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        benchmark TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        resolution INTEGER,
+        source_key TEXT,
+        n INTEGER NOT NULL,
+        bits BLOB NOT NULL,
+        created REAL NOT NULL)""")
+    conn.execute("CREATE INDEX IF NOT EXISTS outcomes_run ON outcomes(run_id, benchmark, protocol, metric)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5, _to_v6, _to_v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -6,6 +6,7 @@ read; metric points are buffered and written in batches so training never waits 
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -59,6 +60,20 @@ def _encode(value: float) -> tuple[float | None, str | None]:
 
 def decode(value: float | None, special: str | None) -> float:
     return float(special) if special else float(value) if value is not None else float("nan")
+
+
+def pack_outcomes(correct) -> tuple[int, bytes]:
+    """(n, bits): a boolean per item as ``numpy.packbits`` bytes (6,000 pairs: 750 bytes)."""
+    import numpy as np
+
+    flags = np.asarray(correct, dtype=bool).ravel()
+    return len(flags), np.packbits(flags).tobytes()
+
+
+def unpack_outcomes(n: int, bits: bytes):
+    import numpy as np
+
+    return np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=int(n)).astype(bool)
 
 
 def git_commit() -> str | None:
@@ -442,6 +457,11 @@ class Store:
                 benchmark, protocol, metric, resolution, value, wall, *rest = args
                 self._insert_result(run_id, benchmark, protocol, metric, resolution, value, wall,
                                     rest[0] if rest else None)
+            elif op == "outcomes":
+                # bits travel base64-encoded: a worker's writes must survive pending.jsonl (JSON).
+                benchmark, protocol, metric, resolution, n, bits_b64, wall, source = args
+                self._insert_outcomes(run_id, benchmark, protocol, metric, resolution, int(n),
+                                      base64.b64decode(bits_b64), wall, source)
             elif op == "truncate_after":
                 self.drop_metrics_after(run_id, int(args[0]))
             elif op == "started":
@@ -491,6 +511,25 @@ class Store:
             "source_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, benchmark, protocol, metric, resolution, value, wall,
              json.dumps(data, sort_keys=True) if data else None, key))
+
+    def add_outcomes(self, run_id: int, benchmark: str, protocol: str, metric: str, resolution: int | None,
+                     correct, source: dict[str, Any] | None = None) -> None:
+        n, bits = pack_outcomes(correct)
+        with self.transaction():
+            self._insert_outcomes(run_id, benchmark, protocol, metric, resolution, n, bits, time.time(), source)
+
+    def _insert_outcomes(self, run_id: int, benchmark: str, protocol: str, metric: str, resolution: int | None,
+                         n: int, bits: bytes, wall: float, source: dict[str, Any] | str | None) -> None:
+        """The per-item correctness behind a result; replaces the run's earlier one on the same data (as
+        ``_insert_result`` does for the value)."""
+        key = result_source_key(json.loads(source) if isinstance(source, str) else source)
+        if len(bits) != (n + 7) // 8:
+            raise ValueError(f"outcomes of {benchmark}/{protocol} {metric}: {len(bits)} bytes for {n} items")
+        self.conn.execute("DELETE FROM outcomes WHERE run_id=? AND benchmark=? AND protocol=? AND metric=? "
+                          "AND resolution IS ? AND source_key IS ?",
+                          (run_id, benchmark, protocol, metric, resolution, key))
+        self.conn.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (run_id, benchmark, protocol, metric, resolution, key, n, bits, wall))
 
     def results(self, run_id: int) -> list[dict[str, Any]]:
         """The latest value of each (benchmark, protocol, metric, resolution): a re-evaluation wins. Each

@@ -9,6 +9,7 @@ with a reason.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -223,6 +224,13 @@ class StoreReporter(Reporter):
     def result(self, benchmark: str, protocol: str, metric: str, resolution: int | None, value: float) -> None:
         self.writer.put("result", benchmark, protocol, metric, resolution, float(value), time.time(),
                         self.sources.get(benchmark))
+
+    def outcomes(self, benchmark: str, protocol: str, metric: str, resolution: int | None, correct) -> None:
+        from lrfr_tui.store import pack_outcomes
+
+        n, bits = pack_outcomes(correct)
+        self.writer.put("outcomes", benchmark, protocol, metric, resolution, n,
+                        base64.b64encode(bits).decode("ascii"), time.time(), self.sources.get(benchmark))
 
 
 class LogReporter(Reporter):

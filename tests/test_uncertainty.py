@@ -239,12 +239,13 @@ def test_verification_metrics_report_the_interval():
     e2 /= np.linalg.norm(e2, axis=1, keepdims=True)
     issame = np.tile([True, False], 3000)
     t = time.perf_counter()
-    m = _verification_metrics(e1, e2, issame, 10)
+    m, correct = _verification_metrics(e1, e2, issame, 10)
     elapsed = time.perf_counter() - t
     assert {"acc", "acc_std", "acc_stderr", "threshold", "acc_ci95_lo", "acc_ci95_hi"} <= set(m)
     assert m["acc_ci95_lo"] < m["acc"] < m["acc_ci95_hi"]
-    assert m == _verification_metrics(e1, e2, issame, 10)  # seeded
+    assert m == _verification_metrics(e1, e2, issame, 10)[0]  # seeded
     res = insightface_verification(e1, e2, issame)
+    assert np.array_equal(correct, res.correct) and correct.mean() == pytest.approx(m["acc"], abs=1e-15)
     assert (m["acc_ci95_lo"], m["acc_ci95_hi"]) == bootstrap_ci(res.correct, 1000, seed=0)
     assert elapsed < 5.0  # the whole protocol (VAL@FAR included); the bootstrap is ~30 ms of it
 

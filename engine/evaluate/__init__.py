@@ -152,6 +152,10 @@ class _Renamed(Reporter):
     def result(self, benchmark: str, protocol: str, metric: str, resolution: int | None, value: float) -> None:
         self.parent.result(self.name if benchmark == self.kind else benchmark, protocol, metric, resolution, value)
 
+    def outcomes(self, benchmark: str, protocol: str, metric: str, resolution: int | None, correct) -> None:
+        self.parent.outcomes(self.name if benchmark == self.kind else benchmark, protocol, metric, resolution,
+                             correct)
+
 
 def _cpu_model() -> str:
     try:

@@ -81,6 +81,10 @@ class EvalContext:
         for metric, value in metrics.items():
             self.reporter.result(benchmark, protocol, metric, resolution, float(value))
 
+    def report_outcomes(self, benchmark: str, protocol: str, metric: str, correct: np.ndarray,
+                        resolution: int | None = None) -> None:
+        self.reporter.outcomes(benchmark, protocol, metric, resolution, np.asarray(correct, dtype=bool))
+
     def save_json(self, name: str, data: dict) -> None:
         """Protocol details a result depends on (splits, drawn sizes), kept beside the run."""
         if self.run_dir is None:
@@ -197,9 +201,10 @@ def _load_pairs(ctx: EvalContext, name: str) -> VerificationPairs:
 
 
 def _verification_metrics(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray,
-                          folds: int = 10, seed: int = 0) -> dict[str, float]:
+                          folds: int = 10, seed: int = 0) -> tuple[dict[str, float], np.ndarray]:
     """The insightface 10-fold metrics, with ``acc_ci95_lo`` / ``acc_ci95_hi``: the 95% percentile bootstrap
-    interval (1,000 resamples of the pairs, seeded) of the per-pair correctness behind ``acc``."""
+    interval (1,000 resamples of the pairs, seeded) of the per-pair correctness behind ``acc``, and that
+    per-pair correctness."""
     from engine.evaluate.uncertainty import bootstrap_ci
 
     res = insightface_verification(emb1, emb2, issame, folds=folds)
@@ -207,7 +212,15 @@ def _verification_metrics(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray
     metrics["acc_ci95_lo"], metrics["acc_ci95_hi"] = bootstrap_ci(res.correct, n_boot=1000, seed=seed, level=0.95)
     if res.val_far is not None:
         metrics["val@far=1e-3"] = res.val_far.val
-    return metrics
+    return metrics, res.correct
+
+
+def _report_verification(ctx: EvalContext, benchmark: str, protocol: str, emb1: np.ndarray, emb2: np.ndarray,
+                         pairs: VerificationPairs, resolution: int | None = None,
+                         extra: dict[str, float] | None = None) -> None:
+    metrics, correct = _verification_metrics(emb1, emb2, pairs.issame, pairs.folds, seed=ctx.cfg.eval.seed)
+    ctx.report(benchmark, protocol, {**metrics, **(extra or {})}, resolution=resolution)
+    ctx.report_outcomes(benchmark, protocol, "acc", correct, resolution=resolution)
 
 
 def _tar_metrics(emb1: np.ndarray, emb2: np.ndarray, issame: np.ndarray) -> dict[str, float]:
@@ -229,7 +242,7 @@ def bench_lfw(ctx: EvalContext) -> None:
     pairs = _load_pairs(ctx, "lfw")
     emb = ctx.embed(pairs.images)
     e1, e2 = emb[0::2], emb[1::2]
-    ctx.report("lfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame, pairs.folds, seed=ctx.cfg.eval.seed))
+    _report_verification(ctx, "lfw", "insightface_10fold", e1, e2, pairs)
     ctx.report("lfw", "roc", _tar_metrics(e1, e2, pairs.issame))
 
 
@@ -243,7 +256,8 @@ def bench_xqlfw(ctx: EvalContext) -> None:
     lo, hi = bootstrap_ci(official.correct, seed=ctx.cfg.eval.seed)
     ctx.report("xqlfw", "xqlfw_official", {"acc": official.accuracy, "acc_std": official.std,
                                            "acc_ci95_lo": lo, "acc_ci95_hi": hi, "threshold": official.threshold})
-    ctx.report("xqlfw", "insightface_10fold", _verification_metrics(e1, e2, pairs.issame, pairs.folds, seed=ctx.cfg.eval.seed))
+    ctx.report_outcomes("xqlfw", "xqlfw_official", "acc", official.correct)
+    _report_verification(ctx, "xqlfw", "insightface_10fold", e1, e2, pairs)
 
 
 def bench_lowres_lfw(ctx: EvalContext) -> None:
@@ -261,7 +275,7 @@ def bench_lowres_lfw(ctx: EvalContext) -> None:
         e1, e2 = ctx.embed(first, resolution=r1), ctx.embed(second, resolution=r2)
         ctx.save_json("lowres_lfw_random_sizes.json", {"seed": ctx.cfg.eval.seed, "first": sizes[0].tolist(),
                                                        "second": sizes[1].tolist()})
-        ctx.report("lowres_lfw", protocol, _verification_metrics(e1, e2, pairs.issame, pairs.folds, seed=ctx.cfg.eval.seed))
+        _report_verification(ctx, "lowres_lfw", protocol, e1, e2, pairs)
         return
     for r in ctx.cfg.eval.resolutions:
         if r >= ctx.size:
@@ -270,9 +284,8 @@ def bench_lowres_lfw(ctx: EvalContext) -> None:
             e2 = ctx.embed(second, resolution=r)
             e1 = ctx.embed(first, resolution=r) if mode == "both" else hr1
             quality = float(ssim_degraded(second, r).mean())  # chunked: bounded memory
-        metrics = _verification_metrics(e1, e2, pairs.issame, pairs.folds, seed=ctx.cfg.eval.seed)
-        metrics["ssim"] = quality
-        ctx.report("lowres_lfw", protocol, metrics, resolution=min(r, ctx.size))
+        _report_verification(ctx, "lowres_lfw", protocol, e1, e2, pairs, resolution=min(r, ctx.size),
+                             extra={"ssim": quality})
 
 
 # ---------------------------------------------------------------- fine-tuning on a benchmark's training split
@@ -350,9 +363,13 @@ def _scface_protocol(ctx: EvalContext, data: SCface, protocol: str, model=None) 
         lo, hi = bootstrap_ci(hits1[-1], n_boot=1000, seed=seed)
         ctx.report("scface", protocol, {f"rank1_d{distance}": res.cmc[1], f"rank1_d{distance}_ci95_lo": lo,
                                         f"rank1_d{distance}_ci95_hi": hi, f"rank5_d{distance}": res.cmc[5]})
+        ctx.report_outcomes("scface", protocol, f"rank1_d{distance}", hits1[-1])
     lo, hi = stratified_bootstrap_ci(hits1, n_boot=1000, seed=seed)  # each distance resampled within itself
     ctx.report("scface", protocol, {"rank1_mean": float(np.mean(rank1)), "rank1_mean_ci95_lo": lo,
                                     "rank1_mean_ci95_hi": hi, "rank5_mean": float(np.mean(rank5))})
+    # The mean over distances of equally many probes is the accuracy of all probes together: the
+    # distances' correctness one after another is the item vector behind rank1_mean.
+    ctx.report_outcomes("scface", protocol, "rank1_mean", np.concatenate(hits1))
 
 
 SCFACE_SPLIT_FILE = "scface_split.json"
@@ -420,6 +437,7 @@ def _tinyface_protocol(ctx: EvalContext, root: Path, protocol: str, model) -> No
                                                                       seed=ctx.cfg.eval.seed)
     metrics["mAP"] = res.mean_ap
     ctx.report("tinyface", protocol, metrics)
+    ctx.report_outcomes("tinyface", protocol, "rank1", res.hits(1))
 
 
 def bench_tinyface(ctx: EvalContext) -> None:
