@@ -22,7 +22,11 @@ def register(app: typer.Typer) -> None:
                overrides: SetOpt = None,
                group: Annotated[str | None, typer.Option(help="group name (default: TABLE-BASE-time)")] = None,
                db: DbOpt = None, as_json: JsonOpt = False) -> None:
-        """Queue the runs of a paper ablation table; `lrfr results --group G` shows it in the paper's layout."""
+        """Queue the runs of a paper ablation table; `lrfr results --group G` shows it in the paper's layout.
+
+        Seed-major order (every configuration's seed 0 first), so a grid stopped early is still a
+        whole table. Run again on an existing --group with more --seeds to add only the missing
+        (configuration, seed) runs: a queued, running or finished one is never queued twice."""
         from engine.ablations import ablation_rows, base_overrides
         from engine.config import flatten, resolve, to_dict
         from engine.errors import LrfrError
@@ -31,15 +35,18 @@ def register(app: typer.Typer) -> None:
         if seeds < 1:
             raise LrfrError("--seeds must be >= 1")
         rows = ablation_rows(table)
+        group = group or f"{table}-{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+        store = Store(db_path(db))
+        have = _runs_in_group(store, group)
         configs = []
-        for row in rows:
-            for seed in range(seeds):
+        for seed in range(seeds):
+            for row in rows:
+                if (row.label, seed) in have:
+                    continue
                 cfg = resolve(base, [*base_overrides(base), *row.overrides, *(overrides or []), f"train.seed={seed}"])
                 cfg.name = row.label
                 cfg.description = f"{table} row '{row.label}' on {base}, seed {seed}"
                 configs.append(cfg)
-        group = group or f"{table}-{base}-{time.strftime('%Y%m%d-%H%M%S')}"
-        store = Store(db_path(db))
         command = shlex.join(["lrfr", *sys.argv[1:]])
         ids = []
         for cfg in configs:
@@ -48,5 +55,14 @@ def register(app: typer.Typer) -> None:
             ids.append(run_id)
         if as_json:
             print(json.dumps({"group": group, "table": table, "runs": ids}))
-        err.print(f"queued {len(ids)} runs of {table} on {base} as group {group}; "
+        kept = f" ({len(have)} already in the group kept)" if have else ""
+        err.print(f"queued {len(ids)} runs of {table} on {base} as group {group}{kept}; "
                   f"drain with `lrfr worker --until-empty`, then `lrfr results --group {group}`")
+
+
+def _runs_in_group(store, group: str) -> set[tuple[str, int]]:
+    """(configuration, train.seed) of the group's runs that are queued, running or finished."""
+    rows = store.conn.execute(
+        "SELECT r.name, p.value FROM runs r JOIN params p ON p.run_id = r.id AND p.key = 'train.seed' "
+        "WHERE r.group_name = ? AND r.deleted = 0 AND r.status IN ('queued', 'running', 'finished')", (group,))
+    return {(name, int(json.loads(value))) for name, value in rows}

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from engine.errors import LrfrError
 from lrfr_tui import query
+from lrfr_tui.significance import format_interval
 from lrfr_tui.store import Store, StoreError, db_path
 
 DbOpt = Annotated[Path | None, typer.Option("--db", help="runs database (default $LRFR_DB or ./runs.db)")]
@@ -361,11 +362,21 @@ def results(bench: BenchOpt = None, runs: RunsOpt = None, group: GroupOpt = None
                 direction = query.better_direction(col.metric) * (1 if delta > 0 else -1 if delta < 0 else 0)
                 cell.append(f" ({query.format_delta(col.metric, delta)})",
                             style="green" if direction > 0 else "red" if direction < 0 else "dim")
-            cells.append(cell)
+            cells.append(_with_uncertainty(cell, col, row.mark(j), row.interval(j) if row.values[j] is not None
+                                           else None))
         table.add_row(*cells)
     _out().print(table)
     for line in matrix.legend():
         _out().print(Text(line))
+
+
+def _with_uncertainty(cell: Text, col: query.Column, mark: str, interval: tuple[float, float] | None) -> Text:
+    """A value cell with its significance mark and, on a second line, its 95% interval."""
+    if mark:
+        cell.append(mark, style="bold yellow")
+    if interval is not None:
+        cell.append("\n" + format_interval(*interval, query.is_percent(col.metric)), style="dim")
+    return cell
 
 
 def _environment_text(env: dict | None) -> str | None:
@@ -396,7 +407,8 @@ def _print_paper(conn, matrix: query.Matrix, group: str | None, as_json: bool) -
         table.add_column(f"{group_label if group_label != previous else ''}\n{col.short}", justify="right")
         previous = group_label
     for row in layout.rows:
-        cells: list[Any] = [row.label, str(len(row.run_ids))]
+        cells: list[Any] = [row.label + (" (baseline)" if row.label == layout.baseline else ""),
+                            str(len(row.run_ids))]
         for j, col in enumerate(layout.columns):
             text = query.format_value(col.metric, row.mean[j])
             if row.std[j] is not None:
@@ -406,7 +418,8 @@ def _print_paper(conn, matrix: query.Matrix, group: str | None, as_json: bool) -
                 delta = row.delta[j]
                 good = query.better_direction(col.metric) * delta
                 cell.append(f" ({query.format_delta(col.metric, delta)})", style="green" if good > 0 else "red")
-            cells.append(cell)
+            cells.append(_with_uncertainty(cell, col, row.mark(j), row.interval(j) if row.mean[j] is not None
+                                           else None))
         table.add_row(*cells)
     for ref in layout.references:
         table.add_row(Text(ref.label, style="italic dim"), "",
@@ -429,18 +442,25 @@ def export(fmt: Annotated[str | None, typer.Option(
            output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
            reference: Annotated[bool, typer.Option(
                "--reference/--no-reference", help="append the paper's matching published rows")] = True,
+           baseline: Annotated[int | None, typer.Option(
+               help="mark values that differ significantly from this run (default with --group: its "
+                    "Baseline run)")] = None,
            db: DbOpt = None) -> None:
     """Export the results matrix for a paper: csv, markdown or latex (booktabs, best in bold).
 
     Same run and column selection as `lrfr results`. Markdown and LaTeX put the best value of
-    each column in bold; CSV has the values in the table's units (percent for accuracies)."""
+    each column in bold, then its significance mark against the baseline (* p < 0.05, ** p < 0.01,
+    McNemar) and its 95% interval; CSV has the values in the table's units (percent for accuracies)
+    and the intervals and p-values in columns of their own."""
     fmt = fmt or (FORMAT_SUFFIXES.get(output.suffix.lower()) if output else None) or "markdown"
     if fmt not in query.EXPORTERS:
         raise LrfrError(f"unknown export format {fmt!r}; choose one of: {', '.join(query.EXPORTERS)}")
-    from lrfr_tui.paper_layout import attach_references
+    from lrfr_tui.paper_layout import attach_references, group_baseline_run
 
     conn, _ = _open_read(db)
-    matrix = _matrix(conn, runs, group, where, bench, metric, None)
+    if baseline is None and not runs:
+        baseline = group_baseline_run(conn, group)
+    matrix = _matrix(conn, runs, group, where, bench, metric, baseline)
     if not matrix.rows or not matrix.columns:
         raise LrfrError("nothing to export: no results for the selected runs and benchmarks")
     if reference:
@@ -492,7 +512,9 @@ def compare(runs: Annotated[list[int], typer.Argument(help="two or more run ids"
     if matrix.columns:
         res = table("results")
         for j, (label, col) in enumerate(zip(matrix.labels(), matrix.columns, strict=True)):
-            res.add_row(Text(label), *(query.format_value(col.metric, row.values[j]) for row in matrix.rows))
+            res.add_row(Text(label), *(_with_uncertainty(Text(query.format_value(col.metric, row.values[j])), col,
+                                                         row.mark(j), row.interval(j) if row.values[j] is not None
+                                                         else None) for row in matrix.rows))
         out.print(res)
         for line in matrix.legend():
             out.print(Text(line))

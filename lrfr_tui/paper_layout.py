@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from lrfr_tui.query import STANDIN_LEGEND, STANDIN_VS_PAPER, Column, Matrix
 from lrfr_tui.reference import ARCH_MODELS, PRESET_ROWS, paper_tables, row_columns
+from lrfr_tui.significance import SIGNIFICANCE_LEGEND, Comparison, compare_to_baseline, pooled_interval
 
 
 @dataclass
@@ -30,6 +31,17 @@ class ConfigRow:
     std: list[float | None]  # sample std over seeds (None with a single run)
     reference: str | None = None  # the published row this configuration reproduces
     delta: list[float | None] = field(default_factory=list)  # mean - published (fractions)
+    # 95% interval per column: the run's stored one, or the pooled items' of several seeds (significance.py)
+    intervals: list[tuple[float, float] | None] = field(default_factory=list)
+    # Per column, rows other than the baseline: McNemar against the baseline configuration's runs
+    significance: list[Comparison | None] = field(default_factory=list)
+
+    def interval(self, j: int) -> tuple[float, float] | None:
+        return self.intervals[j] if len(self.intervals) > j else None
+
+    def mark(self, j: int) -> str:
+        test = self.significance[j] if len(self.significance) > j else None
+        return test.mark if test is not None else ""
 
 
 @dataclass
@@ -48,16 +60,24 @@ class PaperTable:
     references: list[ReferenceRow]
     # Columns holding a value measured on a synthetic stand-in: marked, and never given a delta to the paper.
     standin: set[int] = field(default_factory=set)
+    baseline: str | None = None  # the configuration the others are tested against
 
     def legend(self) -> list[str]:
-        if not self.standin:
-            return []
-        return [STANDIN_LEGEND + (STANDIN_VS_PAPER + "; no delta is computed for them" if self.references else "")]
+        lines = []
+        if self.standin:
+            lines.append(STANDIN_LEGEND + (STANDIN_VS_PAPER + "; no delta is computed for them"
+                                           if self.references else ""))
+        if any(any(r.intervals) for r in self.rows):
+            lines.append(SIGNIFICANCE_LEGEND.replace("the baseline row", f"the {self.baseline!r} row"))
+        return lines
 
     def as_dict(self) -> dict:
         return {"table": self.table,
                 "columns": [c.spec for c in self.columns],
+                "baseline": self.baseline,
                 "rows": [{"label": r.label, "runs": r.run_ids, "mean": r.mean, "std": r.std,
+                          "ci95": [list(b) if b else None for b in r.intervals],
+                          "vs_baseline": [t.as_dict() if t else None for t in r.significance] or None,
                           "reference": r.reference, "delta_to_paper": r.delta} for r in self.rows],
                 "standin_columns": [c.spec for j, c in enumerate(self.columns) if j in self.standin],
                 "reference_rows": [{"label": r.label, "arch": r.arch, "sources": r.sources, "values": r.values}
@@ -119,7 +139,33 @@ def paper_table(conn: sqlite3.Connection, matrix: Matrix, group: str | None) -> 
                              for j, (m, p) in enumerate(zip(mean, used[key].values, strict=True))]
         rows.append(row)
     refs = [r for r in used.values() if any(v is not None for v in r.values)]
-    return PaperTable(table, matrix.columns, rows, refs, standin)
+    baseline = _add_uncertainty(conn, matrix, rows)
+    return PaperTable(table, matrix.columns, rows, refs, standin, baseline)
+
+
+BASELINE_LABEL = "Baseline"
+
+
+def _add_uncertainty(conn: sqlite3.Connection, matrix: Matrix, rows: list[ConfigRow]) -> str | None:
+    """Intervals for every row and significance against the baseline configuration (the one labelled
+    "Baseline", as in the paper's Table 4; else the first row); returns the baseline's label."""
+    if not rows:
+        return None
+    stored = {r.id: r for r in matrix.rows}
+    for row in rows:
+        for j, col in enumerate(matrix.columns):
+            if len(row.run_ids) == 1:
+                row.intervals.append(stored[row.run_ids[0]].interval(j))
+            else:
+                row.intervals.append(pooled_interval(conn, row.run_ids, col.benchmark, col.protocol, col.metric,
+                                                     col.resolution))
+    base = next((r for r in rows if r.label == BASELINE_LABEL), rows[0])
+    if len(rows) > 1:
+        for row in rows:
+            if row is not base:
+                row.significance = [compare_to_baseline(conn, row.run_ids, base.run_ids, c.benchmark, c.protocol,
+                                                        c.metric, c.resolution) for c in matrix.columns]
+    return base.label
 
 
 def _model_name(config: str | None) -> str | None:
@@ -180,6 +226,17 @@ def attach_references(conn: sqlite3.Connection, matrix: Matrix, group: str | Non
         layout = paper_table(conn, matrix, group)
         matrix.references = [MatrixRow(0, ref.label, ref.values) for ref in layout.references]
     return matrix
+
+
+def group_baseline_run(conn: sqlite3.Connection, group: str | None) -> int | None:
+    """The run a group's per-run tables (exports, the TUI's board) test the others against: its oldest
+    finished run of the "Baseline" configuration; None without one."""
+    if not group:
+        return None
+    row = conn.execute("SELECT r.id FROM runs r WHERE r.group_name = ? AND r.name = ? AND r.deleted = 0 "
+                       "AND EXISTS (SELECT 1 FROM results WHERE run_id = r.id) ORDER BY r.id LIMIT 1",
+                       (group, BASELINE_LABEL)).fetchone()
+    return int(row[0]) if row else None
 
 
 def group_in_filter(text: str) -> str | None:

@@ -43,6 +43,7 @@ from urllib.parse import quote
 
 from engine.errors import LrfrError
 from lrfr_tui.migrations import SCHEMA_VERSION
+from lrfr_tui.significance import SIGNIFICANCE_LEGEND, Comparison, compare_to_baseline, format_interval
 from lrfr_tui.store import STATUSES, Store, StoreError, Transaction, runs_root
 
 FINAL_STATUSES = ("finished", "failed", "killed")
@@ -1054,6 +1055,18 @@ class MatrixRow:
     baseline: bool = False
     # Per cell: the kind of data its value was measured on ('standin', 'catalog'; None: unknown or no value).
     sources: list[str | None] = field(default_factory=list)
+    # Per cell: the stored 95% bootstrap interval (lo, hi) of the value, where the benchmark reports one.
+    intervals: list[tuple[float, float] | None] = field(default_factory=list)
+    # Per cell (rows other than the baseline, with a baseline): the paired test against the baseline run.
+    significance: list[Comparison | None] = field(default_factory=list)
+
+    def interval(self, j: int) -> tuple[float, float] | None:
+        return self.intervals[j] if len(self.intervals) > j else None
+
+    def mark(self, j: int) -> str:
+        """``*`` / ``**`` where this cell differs significantly from the baseline's."""
+        test = self.significance[j] if len(self.significance) > j else None
+        return test.mark if test is not None else ""
 
 
 @dataclass
@@ -1070,10 +1083,18 @@ class Matrix:
                 if any(len(r.sources) > j and r.sources[j] == "standin" for r in self.rows)}
 
     def legend(self) -> list[str]:
-        """Lines to print under the table: what the stand-in mark means (none without stand-in values)."""
-        if not self.standin_columns():
-            return []
-        return [STANDIN_LEGEND + (STANDIN_VS_PAPER if self.references else "")]
+        """Lines to print under the table: what the stand-in mark means (none without stand-in values), and
+        what intervals and significance marks mean (where the table shows them)."""
+        lines = [STANDIN_LEGEND + (STANDIN_VS_PAPER if self.references else "")] if self.standin_columns() else []
+        if self.has_uncertainty():
+            against = next((f"run {r.id} ({r.name})" for r in self.rows if r.baseline), None)
+            lines.append(SIGNIFICANCE_LEGEND.replace("the baseline row", against) if against
+                         else SIGNIFICANCE_LEGEND.split("; *")[0])
+        return lines
+
+    def has_uncertainty(self) -> bool:
+        return any(r.intervals and any(r.intervals) for r in self.rows)
+
 
     def group_labels(self) -> list[str]:
         """Benchmark label per column, with the protocol where a benchmark shows several, marked with
@@ -1129,7 +1150,10 @@ class Matrix:
                              "standin": j in self.standin_columns()}
                             for j, (c, label) in enumerate(zip(self.columns, self.labels(), strict=True))],
                 "rows": [{"id": r.id, "name": r.name, "baseline": r.baseline, "values": r.values,
-                          "sources": r.sources, **({"deltas": r.deltas} if r.deltas is not None else {})}
+                          "sources": r.sources, "ci95": [list(b) if b else None for b in r.intervals],
+                          **({"deltas": r.deltas} if r.deltas is not None else {}),
+                          **({"vs_baseline": [t.as_dict() if t else None for t in r.significance]}
+                             if r.significance else {})}
                          for r in self.rows],
                 "legend": self.legend()}
 
@@ -1272,12 +1296,14 @@ def results_matrix(db: sqlite3.Connection | Store, runs: Sequence[int] | None = 
     else:
         columns = headline_columns(results, benches)
     sources = latest_sources(conn, order)
-    rows = []
+    rows, row_keys = [], {}
     for i in order:
         keys = [c.key(results.get(i, {})) for c in columns]
+        row_keys[i] = keys
         rows.append(MatrixRow(i, names[i], [None if k is None else results[i][k] for k in keys],
                               baseline=i == baseline,
-                              sources=[None if k is None else sources.get(i, {}).get(k) for k in keys]))
+                              sources=[None if k is None else sources.get(i, {}).get(k) for k in keys],
+                              intervals=[stored_interval(results.get(i, {}), k) for k in keys]))
     if not explicit:
         rows = [r for r in rows if r.baseline or any(v is not None for v in r.values)]
     if baseline is not None:
@@ -1286,7 +1312,18 @@ def results_matrix(db: sqlite3.Connection | Store, runs: Sequence[int] | None = 
             raise LrfrError(f"baseline run {baseline} has no results in these columns")
         for row in rows[1:]:
             row.deltas = [None if v is None or b is None else v - b for v, b in zip(row.values, base, strict=True)]
+            row.significance = [None if k is None or k != b else compare_to_baseline(conn, [row.id], [baseline], *k)
+                                for k, b in zip(row_keys[row.id], row_keys[baseline], strict=True)]
     return Matrix(columns, rows, baseline)
+
+
+def stored_interval(results: dict[ResultKey, float], key: ResultKey | None) -> tuple[float, float] | None:
+    """The 95% interval the evaluation stored beside a result (``<metric>_ci95_lo`` / ``_hi``), if any."""
+    if key is None:
+        return None
+    bench, protocol, metric, res = key
+    lo, hi = (results.get((bench, protocol, f"{metric}_ci95_{end}", res)) for end in ("lo", "hi"))
+    return None if lo is None or hi is None else (lo, hi)
 
 
 # ---------------------------------------------------------------- exports
@@ -1294,21 +1331,36 @@ def results_matrix(db: sqlite3.Connection | Store, runs: Sequence[int] | None = 
 
 def export_csv(matrix: Matrix) -> str:
     """One row per run: id, run, then each column in display units (percent for accuracies), then (where sources
-    are recorded) ``source``: the data each benchmark's values were measured on."""
+    are recorded) ``source``: the data each benchmark's values were measured on. Where intervals are stored:
+    ``SPEC:ci95_lo`` / ``SPEC:ci95_hi`` per column; with a baseline also ``SPEC:p`` (McNemar p against it)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     # A ``source`` column (``lfw=standin xqlfw=catalog``) whenever a shown value's source is recorded.
     sourced = any(k is not None for r in matrix.rows for k in r.sources)
     extra = ["source"] if sourced else []
-    writer.writerow(["id", "run", *(c.spec for c in matrix.columns), *extra])
+    uncertain = matrix.has_uncertainty()
+    tested = matrix.baseline is not None and any(r.significance for r in matrix.rows)
+    stats = [f"{c.spec}:{name}" for c in matrix.columns
+             for name in ("ci95_lo", "ci95_hi", *(("p",) if tested else ()))] if uncertain else []
+    writer.writerow(["id", "run", *(c.spec for c in matrix.columns), *extra, *stats])
+
+    def units(col: Column, value: float | None) -> str:
+        return "" if value is None else format_value(col.metric, value)
+
     for row, label in zip(matrix.rows, matrix.row_labels(), strict=True):
-        writer.writerow([row.id, label, *("" if v is None else format_value(c.metric, v)
-                                          for c, v in zip(matrix.columns, row.values, strict=True)),
-                         *([matrix.row_source(row)] if sourced else [])])
+        cells = []
+        if uncertain:
+            for j, col in enumerate(matrix.columns):
+                lo, hi = row.interval(j) or (None, None)
+                cells += [units(col, lo), units(col, hi)]
+                if tested:
+                    test = row.significance[j] if len(row.significance) > j else None
+                    cells.append("" if test is None else f"{test.p:.4g}")
+        writer.writerow([row.id, label, *(units(c, v) for c, v in zip(matrix.columns, row.values, strict=True)),
+                         *([matrix.row_source(row)] if sourced else []), *cells])
     for ref in matrix.references:
-        writer.writerow(["", ref.name, *("" if v is None else format_value(c.metric, v)
-                                         for c, v in zip(matrix.columns, ref.values, strict=True)),
-                         *(["published"] if sourced else [])])
+        writer.writerow(["", ref.name, *(units(c, v) for c, v in zip(matrix.columns, ref.values, strict=True)),
+                         *(["published"] if sourced else []), *([""] * len(stats))])
     return buf.getvalue()
 
 
@@ -1325,7 +1377,11 @@ def export_markdown(matrix: Matrix) -> str:
         cells = []
         for j, col in enumerate(matrix.columns):
             text = format_value(col.metric, row.values[j])
-            cells.append(f"**{text}**" if i in best[j] else text)
+            text = (f"**{text}**" if i in best[j] else text) + row.mark(j)
+            bounds = row.interval(j)
+            if bounds is not None and row.values[j] is not None:
+                text += " " + format_interval(*bounds, is_percent(col.metric))
+            cells.append(text)
         lines.append(f"| {cell(label)} | " + " | ".join(cells) + " |")
     for ref in matrix.references:
         values = (format_value(c.metric, v) if v is not None else "" for c, v in zip(matrix.columns, ref.values,
@@ -1369,7 +1425,13 @@ def export_latex(matrix: Matrix) -> str:
         for j, c in enumerate(matrix.columns):
             text = format_value(c.metric, row.values[j])
             text = "--" if text == "-" else latex_escape(text)
-            cells.append(f"\\textbf{{{text}}}" if i in best[j] else text)
+            text = f"\\textbf{{{text}}}" if i in best[j] else text
+            if row.mark(j):
+                text += f"$^{{{row.mark(j)}}}$"
+            bounds = row.interval(j)
+            if bounds is not None and row.values[j] is not None:
+                text += f"\\,{{\\scriptsize {format_interval(*bounds, is_percent(c.metric))}}}"
+            cells.append(text)
         lines.append(" & ".join(cells) + " \\\\")
     if matrix.references:
         lines.append("\\midrule")
@@ -1410,6 +1472,9 @@ def compare_runs(db: sqlite3.Connection | Store, run_ids: Sequence[int]) -> dict
         if any(v != values[0] for v in values[1:]):
             diff[key] = [None if v is missing else v for v in values]
     matrix = results_matrix(conn, runs=list(run_ids))
+    if matrix.rows and any(v is not None for v in matrix.rows[0].values):
+        # The first run is the one the others are tested against (significance marks).
+        matrix = results_matrix(conn, runs=list(run_ids), baseline=run_ids[0])
     value_index = has_value_index(conn)
     metrics: dict[str, list[float | None]] = {}
     metric_keys = sorted({k for i in run_ids for (k,) in conn.execute(

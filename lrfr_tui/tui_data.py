@@ -599,13 +599,17 @@ def export_results(conn: sqlite3.Connection, fmt: str, directory: Path, filter_t
     """Write the results matrix (the runs matching the filter, or ``run_ids``) as csv/markdown/latex."""
     if fmt not in query.EXPORTERS:
         raise LrfrError(f"unknown export format {fmt!r}; choose one of {', '.join(query.EXPORTERS)}")
+    from lrfr_tui.paper_layout import attach_references, group_baseline_run, group_in_filter
+
     filters = query.parse_filters(filter_text) if filter_text.strip() else []
-    matrix = query.results_matrix(conn, runs=list(run_ids) if run_ids else None, filters=filters)
+    group = group_in_filter(filter_text)
+    baseline = group_baseline_run(conn, group)
+    if run_ids and baseline not in run_ids:
+        baseline = None
+    matrix = query.results_matrix(conn, runs=list(run_ids) if run_ids else None, filters=filters, baseline=baseline)
     if not matrix.rows:
         raise LrfrError("no run with results to export")
-    from lrfr_tui.paper_layout import attach_references, group_in_filter
-
-    attach_references(conn, matrix, group_in_filter(filter_text))
+    attach_references(conn, matrix, group)
     ext = {"csv": "csv", "markdown": "md", "latex": "tex"}[fmt]
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     path = directory / f"lrfr-results-{stamp}.{ext}"

@@ -20,7 +20,8 @@ from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
 from lrfr_tui import query
-from lrfr_tui.paper_layout import attach_references, group_in_filter
+from lrfr_tui.paper_layout import attach_references, group_baseline_run, group_in_filter
+from lrfr_tui.significance import format_interval
 from lrfr_tui.screens.dialogs import ChoiceDialog
 from lrfr_tui.tui_data import export_results, open_reader
 from lrfr_tui.widgets.status_bar import StatusBar
@@ -101,8 +102,9 @@ class ResultsScreen(Screen):
                 conn = open_reader(self.app.db)
                 try:
                     filters = query.parse_filters(self.filter_text) if self.filter_text.strip() else []
-                    matrix = query.results_matrix(conn, filters=filters)
-                    attach_references(conn, matrix, group_in_filter(self.filter_text))
+                    group = group_in_filter(self.filter_text)
+                    matrix = query.results_matrix(conn, filters=filters, baseline=group_baseline_run(conn, group))
+                    attach_references(conn, matrix, group)
                 finally:
                     conn.close()
                 self.post_message(self.Loaded(matrix, None))
@@ -118,7 +120,8 @@ class ResultsScreen(Screen):
             return
         matrix = message.matrix
         key = (tuple(c.spec for c in matrix.columns),
-               tuple((r.id, r.name, tuple(r.values), tuple(r.sources)) for r in matrix.rows))
+               tuple((r.id, r.name, tuple(r.values), tuple(r.sources), tuple(r.intervals),
+                      tuple(r.mark(j) for j in range(len(matrix.columns)))) for r in matrix.rows))
         if key == self._key:
             return
         self._key = key
@@ -137,13 +140,21 @@ class ResultsScreen(Screen):
             table.add_column(Text(label, justify="right"), key=f"c{j}")
         best = matrix.best()
         good = theme_colour(self.app, "text-success")
+        # With intervals each run takes two lines: the value (and its significance mark), then [lo, hi].
+        height = 2 if matrix.has_uncertainty() else 1
         for i, (row, label) in enumerate(zip(matrix.rows, matrix.row_labels(), strict=True)):
-            cells: list[Any] = [Text(str(row.id), justify="right"), Text(label, no_wrap=True)]
+            cells: list[Any] = [Text(str(row.id), justify="right"),
+                                Text(label + (" (baseline)" if row.baseline else ""), no_wrap=True)]
             for j, col in enumerate(matrix.columns):
                 text = query.format_value(col.metric, row.values[j])
                 style = f"bold {good}".strip() if i in best[j] else ("dim" if row.values[j] is None else "")
-                cells.append(Text(text, style=style, justify="right"))
-            table.add_row(*cells, key=str(row.id))
+                cell = Text(text, style=style, justify="right")
+                cell.append(row.mark(j), style="bold")
+                bounds = row.interval(j)
+                if bounds is not None and row.values[j] is not None:
+                    cell.append("\n" + format_interval(*bounds, query.is_percent(col.metric)), style="dim")
+                cells.append(cell)
+            table.add_row(*cells, key=str(row.id), height=height)
         for n, ref in enumerate(matrix.references):
             cells = [Text(""), Text(ref.name, style="italic dim", no_wrap=True)]
             cells += [Text(query.format_value(c.metric, v) if v is not None else "", style="italic dim",
