@@ -462,7 +462,10 @@ class DetailModel:
         results_count = conn.execute("SELECT COUNT(*) FROM results WHERE run_id = ?", (self.run_id,)).fetchone()[0]
         if results_count != self._results_seen:
             latest = query.latest_results(conn, [self.run_id]).get(self.run_id, {})
-            self._results = [{"benchmark": b, "protocol": p, "metric": m, "resolution": r, "value": v}
+            kinds = query.latest_sources(conn, [self.run_id]).get(self.run_id, {})
+            self._results = [{"benchmark": b, "protocol": p, "metric": m, "resolution": r, "value": v,
+                              "standin": kinds.get((b, p, m, r)) == "standin",
+                              "ci95": query.stored_interval(latest, (b, p, m, r))}
                              for (b, p, m, r), v in sorted(latest.items(), key=lambda kv: _result_order(kv[0]))]
             self._results_seen = results_count
         artifacts = [dict(r) for r in conn.execute(

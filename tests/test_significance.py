@@ -254,3 +254,39 @@ def test_ablate_adds_only_missing_seeds_seed_major(tmp_path):
     seeds = [store.get_run(i).config["train"]["seed"] for i in first + more]
     assert seeds == [0] * 10 + [1] * 10
     assert {store.get_run(i).name for i in more} == {store.get_run(i).name for i in first}
+
+
+def test_detail_and_compare_screens_show_marks_and_intervals(group_db):
+    """The run detail's Results tab marks stand-in results and shows each stored interval; the compare
+    screen tests every run against the first one."""
+    from lrfr_tui.app import LrfrApp
+    from lrfr_tui.screens.compare import CompareScreen
+    from lrfr_tui.screens.detail import DetailScreen
+
+    async def until(pilot, predicate) -> None:
+        for _ in range(300):
+            await pilot.pause(0.05)
+            if predicate():
+                return
+        raise AssertionError("the screen did not load")
+
+    async def body():
+        app = LrfrApp(group_db, drive=False, poll_s=0.1)
+        async with app.run_test(size=(200, 50)) as pilot:
+            await pilot.pause()
+            app.open_run(2)
+            await until(pilot, lambda: isinstance(app.screen, DetailScreen)
+                        and app.screen.query_one("#results-table").row_count > 0)
+            table = app.screen.query_one("#results-table")
+            acc = next(table.get_row_at(i) for i in range(table.row_count) if str(table.get_row_at(i)[2]) == "acc")
+            assert str(acc[0]) == "lfw\u2020" and str(acc[5]) == "[96.33, 99.33]"
+            assert "synthetic stand-in" in str(app.screen.query_one("#results-legend").render())
+            app.pop_screen()
+            app.compare([1, 2])
+            await until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.matrix is not None)
+            await until(pilot, lambda: app.screen.query_one("#compare-results").row_count == 2)
+            tbl = app.screen.query_one("#compare-results")
+            lfw = [str(c.label) for c in tbl.columns.values()].index("LFW\u2020 acc")
+            cell = str(tbl.get_row("2")[lfw])
+            assert "**" in cell and "[96.33, 99.33]" in cell
+    asyncio.run(body())

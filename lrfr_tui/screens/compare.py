@@ -18,6 +18,7 @@ from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
 from lrfr_tui import query
+from lrfr_tui.significance import format_interval
 from lrfr_tui.tui_data import CompareSnapshot, load_compare, open_reader
 from lrfr_tui.widgets.loss_plot import CurvePlot, Line
 from lrfr_tui.widgets.status_bar import StatusBar
@@ -170,8 +171,12 @@ class CompareScreen(Screen):
                     direction = query.better_direction(col.metric) * (1 if delta > 0 else -1 if delta < 0 else 0)
                     style = good if direction > 0 else bad if direction < 0 else "dim"
                     cell.append(f" {query.format_delta(col.metric, delta)}", style=style or "dim")
+                cell.append(row.mark(j), style="bold")
+                bounds = row.interval(j)
+                if bounds is not None and row.values[j] is not None:
+                    cell.append("\n" + format_interval(*bounds, query.is_percent(col.metric)), style="dim")
                 cells.append(cell)
-            table.add_row(*cells, key=str(row.id))
+            table.add_row(*cells, key=str(row.id), height=2 if matrix.has_uncertainty() else 1)
 
     def _show_config(self) -> None:
         snap = self.snapshot

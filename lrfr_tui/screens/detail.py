@@ -18,6 +18,7 @@ from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
 from lrfr_tui import query
+from lrfr_tui.significance import format_interval
 from lrfr_tui.screens.run_actions import RunActions
 from lrfr_tui.tui_data import (
     LOSS_KEYS,
@@ -98,6 +99,7 @@ class DetailScreen(RunActions, Screen):
             with TabPane("Results", id="results"):
                 with Vertical():
                     yield DataTable(id="results-table", cursor_type="row")
+                    yield Static("", id="results-legend", markup=False)
                     yield CurvePlot("LR-LFW accuracy vs resolution", xlabel="probe px", id="plot-res")
             with TabPane("Log", id="log"):
                 yield Log(id="log-view", max_lines=5000, auto_scroll=True)
@@ -109,7 +111,8 @@ class DetailScreen(RunActions, Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#results-table", DataTable).add_columns("benchmark", "protocol", "metric", "res", "value")
+        self.query_one("#results-table", DataTable).add_columns("benchmark", "protocol", "metric", "res", "value",
+                                                                     "95% interval")
         self.query_one("#artifacts-table", DataTable).add_columns("kind", "path", "")
         self.app.data_signal.subscribe(self, lambda _: self._wake.set())
         self._update_left()
@@ -222,8 +225,15 @@ class DetailScreen(RunActions, Screen):
         table.clear()
         for r in snap.results:
             res = "" if r["resolution"] is None else str(r["resolution"])
-            table.add_row(r["benchmark"], r["protocol"], r["metric"], Text(res, justify="right"),
-                          Text(query.format_value(r["metric"], r["value"]), justify="right"))
+            bounds = r.get("ci95")
+            interval = format_interval(*bounds, query.is_percent(r["metric"])) if bounds else ""
+            table.add_row(r["benchmark"] + (query.STANDIN_MARK if r.get("standin") else ""), r["protocol"],
+                          r["metric"], Text(res, justify="right"),
+                          Text(query.format_value(r["metric"], r["value"]), justify="right"),
+                          Text(interval, style="dim", justify="right"))
+        # Under the table, what the stand-in mark means.
+        self.query_one("#results-legend", Static).update(
+            query.STANDIN_LEGEND if any(r.get("standin") for r in snap.results) else "")
         curve = snap.resolution_curve
         self.query_one("#plot-res", CurvePlot).show(
             [Line("acc %", [float(r) for r, _ in curve], [100 * v for _, v in curve])] if curve else [],
