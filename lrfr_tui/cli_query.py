@@ -322,12 +322,16 @@ def results(bench: BenchOpt = None, runs: RunsOpt = None, group: GroupOpt = None
             paper: Annotated[bool | None, typer.Option(
                 "--paper/--per-run", help="one row per configuration (mean +- std over seeds) with the "
                 "published rows and deltas to them; default for --group")] = None,
+            against: Annotated[str | None, typer.Option(
+                help="paper layout: the configuration the others are tested against (default: Baseline)")] = None,
             db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Runs x benchmarks matrix, like the paper's tables; --baseline RUN adds deltas.
 
     With --group (or --paper): the paper's layout - one row per configuration with mean +- std over
     its seeds, the paper's published numbers as reference rows (an ablation group against its
     table, an r34/r50 run against "Ours"), and each configuration's delta to its published row.
+    Every value shows its 95% interval; * (p < 0.05) and ** (p < 0.01) mark a configuration that
+    differs from the Baseline row (or --against LABEL) on the same pairs/probes (McNemar test).
 
     Headline columns: LFW and XQLFW accuracy, SCface rank-1 at d1/d2/d3 and their mean (per
     protocol), TinyFace rank-1 and mAP, low-resolution LFW accuracy per resolution. Accuracies, ranks and mAP are percentages with 2 decimals; with --baseline each cell also
@@ -336,7 +340,7 @@ def results(bench: BenchOpt = None, runs: RunsOpt = None, group: GroupOpt = None
     conn, _ = _open_read(db)
     matrix = _matrix(conn, runs, group, where, bench, metric, baseline)
     if paper if paper is not None else (group is not None and baseline is None):
-        _print_paper(conn, matrix, group, as_json)
+        _print_paper(conn, matrix, group, as_json, against)
         return
     if as_json:
         _print_json(matrix.as_dict())
@@ -388,10 +392,10 @@ def _environment_text(env: dict | None) -> str | None:
             f"CUDA {env.get('cuda') or 'none'}, {procs} process{'es' if procs != 1 else ''}")
 
 
-def _print_paper(conn, matrix: query.Matrix, group: str | None, as_json: bool) -> None:
+def _print_paper(conn, matrix: query.Matrix, group: str | None, as_json: bool, against: str | None = None) -> None:
     from lrfr_tui.paper_layout import paper_table
 
-    layout = paper_table(conn, matrix, group)
+    layout = paper_table(conn, matrix, group, against)
     if as_json:
         _print_json(layout.as_dict())
         return

@@ -18,6 +18,7 @@ import sqlite3
 import statistics
 from dataclasses import dataclass, field
 
+from engine.errors import LrfrError
 from lrfr_tui.query import STANDIN_LEGEND, STANDIN_VS_PAPER, Column, Matrix
 from lrfr_tui.reference import ARCH_MODELS, PRESET_ROWS, paper_tables, row_columns
 from lrfr_tui.significance import SIGNIFICANCE_LEGEND, Comparison, compare_to_baseline, pooled_interval
@@ -106,7 +107,9 @@ def _aligned(table: str, label: str, values: dict[str, float | None], columns: l
     return out
 
 
-def paper_table(conn: sqlite3.Connection, matrix: Matrix, group: str | None) -> PaperTable:
+def paper_table(conn: sqlite3.Connection, matrix: Matrix, group: str | None,
+                against: str | None = None) -> PaperTable:
+    """The group's table; significance against the configuration labelled ``against`` (default: Baseline)."""
     table = group_table_key(conn, group) if group else None
     by_label: dict[str, list[int]] = {}
     for i, row in enumerate(matrix.rows):
@@ -139,18 +142,23 @@ def paper_table(conn: sqlite3.Connection, matrix: Matrix, group: str | None) -> 
                              for j, (m, p) in enumerate(zip(mean, used[key].values, strict=True))]
         rows.append(row)
     refs = [r for r in used.values() if any(v is not None for v in r.values)]
-    baseline = _add_uncertainty(conn, matrix, rows)
+    baseline = _add_uncertainty(conn, matrix, rows, against)
     return PaperTable(table, matrix.columns, rows, refs, standin, baseline)
 
 
 BASELINE_LABEL = "Baseline"
 
 
-def _add_uncertainty(conn: sqlite3.Connection, matrix: Matrix, rows: list[ConfigRow]) -> str | None:
-    """Intervals for every row and significance against the baseline configuration (the one labelled
-    "Baseline", as in the paper's Table 4; else the first row); returns the baseline's label."""
+def _add_uncertainty(conn: sqlite3.Connection, matrix: Matrix, rows: list[ConfigRow],
+                     against: str | None = None) -> str | None:
+    """Intervals for every row and significance against the baseline configuration (``against``, else the
+    one labelled "Baseline", as in the paper's Table 4, else the first row); returns the baseline's label."""
     if not rows:
         return None
+    labels = [r.label for r in rows]
+    if against is not None and against not in labels:
+        raise LrfrError(f"--against {against!r}: no such configuration in this table; "
+                        f"choose one of: {', '.join(labels)}")
     stored = {r.id: r for r in matrix.rows}
     for row in rows:
         for j, col in enumerate(matrix.columns):
@@ -159,7 +167,7 @@ def _add_uncertainty(conn: sqlite3.Connection, matrix: Matrix, rows: list[Config
             else:
                 row.intervals.append(pooled_interval(conn, row.run_ids, col.benchmark, col.protocol, col.metric,
                                                      col.resolution))
-    base = next((r for r in rows if r.label == BASELINE_LABEL), rows[0])
+    base = next((r for r in rows if r.label == (against or BASELINE_LABEL)), rows[0])
     if len(rows) > 1:
         for row in rows:
             if row is not base:

@@ -196,6 +196,15 @@ def test_results_group_shows_intervals_and_marks(group_db):
     text = _cli("results", "--group", "g", "--db", str(group_db))
     assert "(baseline)" in text and "**" in text and "95% bootstrap interval" in text
     assert f"[{100 * lo:.2f}, {100 * hi:.2f}]" in text
+    # Any two configurations can be decided: Aug against MAug instead of against Baseline.
+    layout = json.loads(_cli("results", "--group", "g", "--against", "MAug", "--db", str(group_db), "--json"))
+    rows = {r["label"]: r for r in layout["rows"]}
+    assert layout["baseline"] == "MAug" and rows["MAug"]["vs_baseline"] is None
+    # Aug right where MAug is wrong: items 0, 1 (per seed); the reverse: items 10..61
+    assert (rows["Aug"]["vs_baseline"][0]["b"], rows["Aug"]["vs_baseline"][0]["c"]) == (2 * 2, 2 * 52)
+    bad = subprocess.run([sys.executable, "-m", "lrfr_tui.cli", "results", "--group", "g", "--against", "Nope",
+                          "--db", str(group_db)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no such configuration" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_exports_and_compare_carry_the_uncertainty(group_db):

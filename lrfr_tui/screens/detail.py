@@ -18,8 +18,8 @@ from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
 from lrfr_tui import query
-from lrfr_tui.significance import format_interval
 from lrfr_tui.screens.run_actions import RunActions
+from lrfr_tui.significance import format_interval
 from lrfr_tui.tui_data import (
     LOSS_KEYS,
     LR_KEY,

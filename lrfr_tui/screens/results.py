@@ -21,8 +21,8 @@ from textual.worker import get_current_worker
 from engine.errors import LrfrError
 from lrfr_tui import query
 from lrfr_tui.paper_layout import attach_references, group_baseline_run, group_in_filter
-from lrfr_tui.significance import format_interval
 from lrfr_tui.screens.dialogs import ChoiceDialog
+from lrfr_tui.significance import format_interval
 from lrfr_tui.tui_data import export_results, open_reader
 from lrfr_tui.widgets.status_bar import StatusBar
 from lrfr_tui.widgets.theme import theme_colour
