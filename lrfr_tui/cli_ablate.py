@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         ids = []
         for cfg in configs:
             run_id = store.create_run(to_dict(cfg), flatten(cfg), command, launcher=cfg.launch.launcher, group=group)
-            store.conn.execute("INSERT OR IGNORE INTO tags VALUES (?, ?)", (run_id, f"ablation:{table}"))
+            store.set_tags(run_id, [f"ablation:{table}"])
             ids.append(run_id)
         if as_json:
             print(json.dumps({"group": group, "table": table, "runs": ids}))

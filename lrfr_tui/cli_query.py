@@ -25,7 +25,7 @@ from rich.text import Text
 from engine.errors import LrfrError
 from lrfr_tui import query
 from lrfr_tui.significance import format_interval
-from lrfr_tui.store import Store, StoreError, db_path
+from lrfr_tui.store import Store, StoreError, db_path, store_error
 
 DbOpt = Annotated[Path | None, typer.Option("--db", help="runs database (default $LRFR_DB or ./runs.db)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
@@ -74,7 +74,7 @@ def _guarded(func):
         try:
             return func(*args, **kwargs)
         except sqlite3.DatabaseError as exc:
-            raise query.store_error(exc) from None
+            raise store_error(exc) from None
 
     return wrapper
 
@@ -538,7 +538,7 @@ def tag(run: Annotated[int, typer.Argument(help="run id")],
         db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Tag a run (find tagged runs with `lrfr ls tag=NAME`)."""
     store, _ = _open_write(db)
-    now_tags = query.set_tags(store, run, tags, remove=remove)
+    now_tags = store.set_tags(run, tags, remove=remove)
     if as_json:
         _print_json({"run": run, "tags": now_tags})
     else:
@@ -549,7 +549,7 @@ def note(run: Annotated[int, typer.Argument(help="run id")],
          text: Annotated[str, typer.Argument(help="the note (quote it)")], db: DbOpt = None) -> None:
     """Attach a note to a run (shown by `lrfr show`, matched by `lrfr ls` free text)."""
     store, _ = _open_write(db)
-    query.add_note(store, run, text)
+    store.add_note(run, text)
     _err().print(f"note added to run {run}")
 
 
@@ -562,7 +562,7 @@ def rm(runs: Annotated[list[int], typer.Argument(help="run ids")],
     `lrfr ls --deleted` lists them. Run directories are not touched. A queued or running run
     needs --force (stop it first)."""
     store, _ = _open_write(db)
-    changed = query.set_deleted(store, list(dict.fromkeys(runs)), deleted=not restore, force=force)
+    changed = store.set_deleted(list(dict.fromkeys(runs)), deleted=not restore, force=force)
     verb = "restored" if restore else "deleted"
     if changed:
         _err().print(f"{verb} run{'s' if len(changed) > 1 else ''} {', '.join(map(str, changed))}"

@@ -44,7 +44,7 @@ from urllib.parse import quote
 from engine.errors import LrfrError
 from lrfr_tui.migrations import SCHEMA_VERSION
 from lrfr_tui.significance import SIGNIFICANCE_LEGEND, Comparison, compare_to_baseline, format_interval
-from lrfr_tui.store import STATUSES, Store, StoreError, Transaction, runs_root
+from lrfr_tui.store import STATUSES, Store, StoreError, db_errors, runs_root
 
 FINAL_STATUSES = ("finished", "failed", "killed")
 OPERATORS = ("!=", "<=", ">=", "==", "=", "<", ">", "~")
@@ -175,30 +175,6 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
         return None
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     return int(row[0]) if row else None
-
-
-def store_error(exc: sqlite3.DatabaseError) -> StoreError:
-    """A one-line StoreError for an SQLite error met while querying or writing."""
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return StoreError(f"runs database is busy ({text}): another process holds its write lock; try again")
-    if "readonly" in text:
-        return StoreError(f"runs database is read-only ({text})")
-    return StoreError(f"runs database error: {text}")
-
-
-def db_errors(func):
-    """Decorator: SQLite errors while querying (locked, corrupt, read-only) become one-line StoreErrors."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except sqlite3.DatabaseError as exc:
-            raise store_error(exc) from None
-
-    return wrapper
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -1487,53 +1463,6 @@ def compare_runs(db: sqlite3.Connection | Store, run_ids: Sequence[int]) -> dict
 
 
 # ---------------------------------------------------------------- tags, notes, soft delete (writes)
-
-
-@db_errors
-def set_tags(db: sqlite3.Connection | Store, run_id: int, tags: Sequence[str], remove: bool = False) -> list[str]:
-    """Add (or remove) tags; returns the run's tags afterwards."""
-    conn = _conn(db)
-    clean = []
-    for tag in tags:
-        tag = tag.strip()
-        if not tag or "," in tag:
-            raise LrfrError(f"tag {tag!r} is not valid: tags are non-empty and have no commas")
-        clean.append(tag)
-    run_ref(conn, run_id)
-    with Transaction(conn):
-        if remove:
-            conn.executemany("DELETE FROM tags WHERE run_id = ? AND tag = ?", [(run_id, t) for t in clean])
-        else:
-            conn.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?)", [(run_id, t) for t in clean])
-    return run_tags(conn, [run_id]).get(run_id, [])
-
-
-@db_errors
-def add_note(db: sqlite3.Connection | Store, run_id: int, text: str) -> None:
-    conn = _conn(db)
-    if not text.strip():
-        raise LrfrError("a note needs some text")
-    run_ref(conn, run_id)
-    with Transaction(conn):
-        conn.execute("INSERT INTO notes VALUES (?, ?, ?)", (run_id, text, time.time()))
-
-
-@db_errors
-def set_deleted(db: sqlite3.Connection | Store, run_ids: Sequence[int], deleted: bool = True,
-                force: bool = False) -> list[int]:
-    """Soft-delete (or restore) runs, all or none; a queued or running run needs ``force``.
-    Returns the ids whose flag changed."""
-    conn = _conn(db)
-    runs = [run_ref(conn, i) for i in run_ids]
-    if deleted and not force:
-        active = [r for r in runs if r["status"] in ("queued", "running")]
-        if active:
-            r = active[0]
-            raise LrfrError(f"run {r['id']} is {r['status']}: stop it first, or pass --force to hide it anyway")
-    changed = [r["id"] for r in runs if bool(r["deleted"]) != deleted]
-    with Transaction(conn):
-        conn.executemany("UPDATE runs SET deleted = ? WHERE id = ?", [(int(deleted), i) for i in changed])
-    return changed
 
 
 # ---------------------------------------------------------------- small helpers for displays

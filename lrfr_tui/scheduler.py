@@ -234,9 +234,8 @@ def stop_run(store: Store, run: Run, grace_s: float = 60.0, scheduler: Scheduler
     """Kill a run: a queued one is simply marked killed; a running one gets SIGTERM (the trainer
     checkpoints and reports ``killed``), then SIGKILL after ``grace_s``. Returns the final status."""
     if run.status == "queued":
-        store.conn.execute("UPDATE runs SET status='killed', ended=? WHERE id=? AND status='queued'",
-                           (time.time(), run.id))
-        return "killed"
+        store.kill_queued(run.id)
+        return store.get_run(run.id).status
     if run.status != "running":
         raise LrfrError(f"run {run.id} is {run.status}, not running or queued")
     sched = scheduler or Scheduler(store.path)
@@ -263,6 +262,5 @@ def stop_run(store: Store, run: Run, grace_s: float = 60.0, scheduler: Scheduler
             break
         time.sleep(0.2)
     # It did not report in time: it was forced, and nothing else will write its status.
-    store.conn.execute("UPDATE runs SET status='killed', ended=?, failure_reason=? WHERE id=? AND status='running'",
-                       (time.time(), "killed by SIGKILL after the grace period", run.id))
+    store.kill_forced(run.id, "killed by SIGKILL after the grace period")
     return store.get_run(run.id).status

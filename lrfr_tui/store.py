@@ -7,6 +7,7 @@ read; metric points are buffered and written in batches so training never waits 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import os
@@ -37,6 +38,28 @@ SETTLE_BUSY_TIMEOUT_MS = 1000
 
 class StoreError(LrfrError):
     """runs.db is missing, locked, corrupt or from a newer lrfr."""
+
+
+def store_error(exc: sqlite3.DatabaseError) -> StoreError:
+    """A one-line StoreError for an SQLite error met while querying or writing."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StoreError(f"runs database is busy ({text}): another process holds its write lock; try again")
+    if "readonly" in text:
+        return StoreError(f"runs database is read-only ({text})")
+    return StoreError(f"runs database error: {text}")
+
+
+def db_errors(func):
+    """Decorator: SQLite errors while querying (locked, corrupt, read-only) become one-line StoreErrors."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise store_error(exc) from None
+
+    return wrapper
 
 
 def db_path(explicit: str | Path | None = None) -> Path:
@@ -389,6 +412,66 @@ class Store:
         with self.transaction():
             self.conn.executemany("UPDATE runs SET queue_pos=? WHERE id=?",
                                   [(i + 1, rid) for i, rid in enumerate(queued)])
+
+    def kill_queued(self, run_id: int) -> bool:
+        """queued -> killed (a run that never started); False if it left the queue meanwhile."""
+        cur = self.conn.execute("UPDATE runs SET status='killed', ended=? WHERE id=? AND status='queued'",
+                                (time.time(), run_id))
+        return cur.rowcount == 1
+
+    def kill_forced(self, run_id: int, reason: str) -> bool:
+        """running -> killed for a run stopped by SIGKILL: nothing else will write its status."""
+        cur = self.conn.execute("UPDATE runs SET status='killed', ended=?, failure_reason=? WHERE id=? "
+                                "AND status='running'", (time.time(), reason, run_id))
+        return cur.rowcount == 1
+
+    # ------------------------------------------------------------ what users attach to runs
+
+    @db_errors
+    def set_tags(self, run_id: int, tags: Sequence[str], remove: bool = False) -> list[str]:
+        """Add (or remove) tags; returns the run's tags afterwards."""
+        clean = []
+        for tag in tags:
+            tag = tag.strip()
+            if not tag or "," in tag:
+                raise LrfrError(f"tag {tag!r} is not valid: tags are non-empty and have no commas")
+            clean.append(tag)
+        self._known(run_id)
+        with self.transaction():
+            if remove:
+                self.conn.executemany("DELETE FROM tags WHERE run_id = ? AND tag = ?", [(run_id, t) for t in clean])
+            else:
+                self.conn.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?)", [(run_id, t) for t in clean])
+        return [t for (t,) in self.conn.execute("SELECT tag FROM tags WHERE run_id = ? ORDER BY tag", (run_id,))]
+
+    @db_errors
+    def add_note(self, run_id: int, text: str) -> None:
+        if not text.strip():
+            raise LrfrError("a note needs some text")
+        self._known(run_id)
+        with self.transaction():
+            self.conn.execute("INSERT INTO notes VALUES (?, ?, ?)", (run_id, text, time.time()))
+
+    @db_errors
+    def set_deleted(self, run_ids: Sequence[int], deleted: bool = True, force: bool = False) -> list[int]:
+        """Soft-delete (or restore) runs, all or none; a queued or running run needs ``force``.
+        Returns the ids whose flag changed."""
+        rows = [self._known(i) for i in run_ids]
+        if deleted and not force:
+            active = [r for r in rows if r["status"] in ("queued", "running")]
+            if active:
+                r = active[0]
+                raise LrfrError(f"run {r['id']} is {r['status']}: stop it first, or pass --force to hide it anyway")
+        changed = [r["id"] for r in rows if bool(r["deleted"]) != deleted]
+        with self.transaction():
+            self.conn.executemany("UPDATE runs SET deleted = ? WHERE id = ?", [(int(deleted), i) for i in changed])
+        return changed
+
+    def _known(self, run_id: int) -> sqlite3.Row:
+        row = self.conn.execute("SELECT id, status, deleted FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id} in {self.path}")
+        return row
 
     def fail_if_running(self, run_id: int, reason: str, exit_code: int = 1) -> bool:
         """Mark a run whose process vanished as failed - unless it reported an end meanwhile."""

@@ -870,9 +870,9 @@ def tag_runs(db: Path, run_ids: Sequence[int], text: str) -> dict[int, list[str]
     try:
         for run_id in run_ids:
             if add:
-                out[run_id] = query.set_tags(store, run_id, add)
+                out[run_id] = store.set_tags(run_id, add)
             if remove:
-                out[run_id] = query.set_tags(store, run_id, remove, remove=True)
+                out[run_id] = store.set_tags(run_id, remove, remove=True)
     finally:
         store.close()
     return out

@@ -77,9 +77,9 @@ def build_db(path: Path) -> dict[str, int]:
     store.mark_started(ids["gone"], runs_root(path) / str(ids["gone"]), pid=None)
     store.mark_ended(ids["gone"], "finished", 0)
     store.add_results(ids["gone"], _results(0.95, 0.80, (0.5, 0.6, 0.7, 0.6), 0.7))
-    query.set_tags(store, ids["maug"], ["paper", "best"])
-    query.add_note(store, ids["base"], "the HR-only reference")
-    query.set_deleted(store, [ids["gone"]])
+    store.set_tags(ids["maug"], ["paper", "best"])
+    store.add_note(ids["base"], "the HR-only reference")
+    store.set_deleted([ids["gone"]])
     log = runs_root(path) / str(ids["base"]) / "train.log"
     log.parent.mkdir(parents=True)
     log.write_text("".join(f"step {i} loss=1.0\n" for i in range(1, 31)))
@@ -441,7 +441,7 @@ def test_read_only_database_file_serves_reads(db):
         code, _, _ = cli("tag", str(ids["maug"]), "x", "--db", str(path))
         assert code != 0  # a write command says the file is read-only
         with pytest.raises(StoreError):
-            query.set_tags(conn, ids["maug"], ["x"])  # and the read-only connection cannot write
+            Store.over(conn, path).set_tags(ids["maug"], ["x"])  # and the read-only connection cannot write
     finally:
         os.chmod(path, 0o644)
     assert path.read_bytes() == before
