@@ -314,7 +314,7 @@ class ResolutionSampler:
         return torch.tensor(self.resolutions, dtype=torch.long)[idx]
 
 
-# Which source each preset follows is part of its meaning (DESIGN.md: offer both paper and code).
+# Which source each preset follows is part of its meaning (ARCHITECTURE.md: paper and code differ).
 SAMPLER_PRESETS: Mapping[str, ResolutionSampler] = MappingProxyType({
     # The paper's MAug: 7 / 14 / 20 px at 1:1:2 (extremely hard / hard / semi-hard).
     "maug": ResolutionSampler((7, 14, 20), (1.0, 1.0, 2.0)),

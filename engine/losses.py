@@ -1,6 +1,6 @@
 """Training losses: margin classification heads and HR/LR feature-distance losses.
 
-The paper's objective (see ``/work/shared/DESIGN.md``) is
+The paper's objective (see ARCHITECTURE.md, "The method the engine implements") is
 
     L_all = lambda * L_dist(f_hr/|f_hr|, f_lr/|f_lr|) + 1/2 CosFace(f_hr) + 1/2 CosFace(f_lr)
 

@@ -1,4 +1,4 @@
-"""The Siamese training loop of the paper (DESIGN.md, "The paper in one screen").
+"""The Siamese training loop of the paper (ARCHITECTURE.md, "The method the engine implements").
 
 Per batch of HR faces: an LR copy is made on the training device (MAug), both copies go through
 the same backbone in two forward passes (BatchNorm statistics stay per domain), and

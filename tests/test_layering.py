@@ -1,0 +1,47 @@
+"""The layering rules ARCHITECTURE.md states, checked over the source tree (a refactor cannot quietly break them)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITE_SQL = re.compile(r"\b(INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|REPLACE\s+INTO)\b", re.I)
+STORE_OWNERS = {"store.py", "migrations.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_engine_never_imports_the_application():
+    offenders = {str(p.relative_to(ROOT)): sorted(n for n in _imports(p) if n.split(".")[0] == "lrfr_tui")
+                 for p in (ROOT / "engine").rglob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_only_the_store_writes_to_runs_db():
+    writers = []
+    for path in (ROOT / "lrfr_tui").rglob("*.py"):
+        if path.name in STORE_OWNERS:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if WRITE_SQL.search(line):
+                writers.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert writers == []
+
+
+def test_code_and_docs_never_point_outside_the_repository():
+    pattern = re.compile(r"DESIGN\.md|/work/shared|\.\./shared")
+    files = [*ROOT.glob("*.md"), *(ROOT / "engine").rglob("*.py"), *(ROOT / "engine").rglob("*.toml"),
+             *(ROOT / "lrfr_tui").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
+    hits = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in files for m in [pattern.search(p.read_text())] if m]
+    assert hits == []
