@@ -174,7 +174,37 @@ def _to_v7(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS outcomes_run ON outcomes(run_id, benchmark, protocol, metric)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5, _to_v6, _to_v7]
+def _to_v8(conn: sqlite3.Connection) -> None:
+    """Stable views for reading runs.db from outside lrfr (``sqlite3``, ``sqlite-utils``, Datasette, pandas):
+    their names and columns are kept across schema versions, whatever the tables underneath become.
+
+    - ``run_summary``: one row per run that is not deleted, with its duration and comma-joined tags.
+    - ``latest_results``: the value each run shows for each (benchmark, protocol, metric, resolution) (the
+      latest row wins, as in ``lrfr results``), with the kind of data it measured (standin / catalog / NULL).
+    - ``latest_metrics``: each run's last logged point of every training metric. SQLite has no NaN, so
+      ``special`` holds 'nan', 'inf' or '-inf' where ``value`` is NULL.
+    """
+    conn.execute("""CREATE VIEW IF NOT EXISTS run_summary AS
+        SELECT r.id, r.name, r.preset, r.status, r.group_name, r.host, r.launcher, r.created, r.started,
+               r.ended, CASE WHEN r.ended IS NOT NULL AND r.started IS NOT NULL THEN r.ended - r.started END
+               AS duration_s, r.step, r.total_steps, r.exit_code, r.failure_reason, r.parent_id, r.run_dir,
+               (SELECT group_concat(tag, ',') FROM (SELECT tag FROM tags t WHERE t.run_id = r.id ORDER BY tag))
+               AS tags
+        FROM runs r WHERE r.deleted = 0""")
+    conn.execute("""CREATE VIEW IF NOT EXISTS latest_results AS
+        SELECT run_id, benchmark, protocol, metric, resolution, value,
+               CASE WHEN source_key IS NULL THEN NULL ELSE substr(source_key, 1, instr(source_key, ':') - 1) END
+               AS source_kind, created
+        FROM results WHERE rowid IN (SELECT MAX(rowid) FROM results
+                                     GROUP BY run_id, benchmark, protocol, metric, COALESCE(resolution, -1))""")
+    conn.execute("""CREATE VIEW IF NOT EXISTS latest_metrics AS
+        SELECT m.run_id, m.key, m.step, m.value, m.special, m.wall FROM metrics m
+        JOIN (SELECT run_id, key, MAX(step) AS step FROM metrics GROUP BY run_id, key) last
+          ON last.run_id = m.run_id AND last.key = m.key AND last.step = m.step""")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5, _to_v6, _to_v7,
+                                                          _to_v8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

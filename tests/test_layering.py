@@ -45,3 +45,36 @@ def test_code_and_docs_never_point_outside_the_repository():
              *(ROOT / "lrfr_tui").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
     hits = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in files for m in [pattern.search(p.read_text())] if m]
     assert hits == []
+
+
+def test_stable_views_read_what_lrfr_shows(tmp_path):
+    """run_summary / latest_results / latest_metrics, read with plain sqlite3 as a user's script would,
+    agree with lrfr's own reads (a re-evaluation's row wins; NaN kept as 'nan')."""
+    import math
+    import sqlite3
+
+    from lrfr_tui import query
+    from lrfr_tui.store import Store
+
+    store = Store(tmp_path / "runs.db")
+    run_id = store.create_run({"name": "a"}, {}, "x")
+    store.set_tags(run_id, ["paper", "best"])
+    store.add_metrics(run_id, [("loss", 1, 5.0, 1.0), ("loss", 2, float("nan"), 2.0), ("lr", 1, 0.1, 1.0)])
+    store.add_results(run_id, [("lfw", "insightface_10fold", "acc", None, 0.90)], source={"kind": "standin",
+                                                                                          "dataset": "standin-test"})
+    store.add_results(run_id, [("lfw", "insightface_10fold", "acc", None, 0.95)], source={"kind": "standin",
+                                                                                          "dataset": "standin-test"})
+    store.mark_ended(run_id, "finished", 0)
+    gone = store.create_run({"name": "b"}, {}, "x")
+    store.set_deleted([gone], force=True)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "runs.db")
+    assert conn.execute("SELECT id, name, status, tags FROM run_summary").fetchall() == [(run_id, "a", "finished",
+                                                                                          "best,paper")]
+    rows = conn.execute("SELECT benchmark, metric, value, source_kind FROM latest_results").fetchall()
+    assert rows == [("lfw", "acc", 0.95, "standin")]
+    assert query.latest_results(conn, [run_id])[run_id][("lfw", "insightface_10fold", "acc", None)] == 0.95
+    metrics = dict((k, (s, v, sp)) for k, s, v, sp in conn.execute(
+        "SELECT key, step, value, special FROM latest_metrics WHERE run_id = ?", (run_id,)))
+    assert metrics == {"loss": (2, None, "nan"), "lr": (1, 0.1, None)}
+    assert math.isnan(float(metrics["loss"][2]))
