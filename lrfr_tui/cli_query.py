@@ -8,7 +8,6 @@ stderr; a user error raises LrfrError, which ``lrfr_tui.cli.main`` turns into on
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 import sys
@@ -25,7 +24,7 @@ from rich.text import Text
 from engine.errors import LrfrError
 from lrfr_tui import query
 from lrfr_tui.significance import format_interval
-from lrfr_tui.store import Store, StoreError, db_path, store_error
+from lrfr_tui.store import Store, StoreError, db_errors, db_path
 
 DbOpt = Annotated[Path | None, typer.Option("--db", help="runs database (default $LRFR_DB or ./runs.db)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
@@ -64,19 +63,6 @@ def _open_write(db: Path | None) -> tuple[Store, Path]:
     if path.exists() and query._read_only_file(path):
         raise StoreError(f"{path} is read-only; changing tags, notes or deletions needs write access")
     return Store(path, timeout_s=10.0, create=False), path
-
-
-def _guarded(func):
-    """SQLite errors that escape a command (locked, corrupt, read-only) become one-line StoreErrors."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except sqlite3.DatabaseError as exc:
-            raise store_error(exc) from None
-
-    return wrapper
 
 
 def _when(ts: float | None) -> str:
@@ -578,4 +564,4 @@ COMMANDS = {"ls": ls, "show": show, "logs": logs, "results": results, "compare":
 def register(app: typer.Typer) -> None:
     """Add the query commands to ``app`` (the ``lrfr`` Typer app)."""
     for name, func in COMMANDS.items():
-        app.command(name)(_guarded(func))
+        app.command(name)(db_errors(func))

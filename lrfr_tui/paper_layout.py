@@ -21,11 +21,17 @@ from dataclasses import dataclass, field
 from engine.errors import LrfrError
 from lrfr_tui.query import STANDIN_LEGEND, STANDIN_VS_PAPER, Column, Matrix
 from lrfr_tui.reference import ARCH_MODELS, PRESET_ROWS, paper_tables, row_columns
-from lrfr_tui.significance import SIGNIFICANCE_LEGEND, Comparison, compare_to_baseline, pooled_interval
+from lrfr_tui.significance import (
+    SIGNIFICANCE_LEGEND,
+    CellUncertainty,
+    Comparison,
+    compare_to_baseline,
+    pooled_interval,
+)
 
 
 @dataclass
-class ConfigRow:
+class ConfigRow(CellUncertainty):
     label: str
     run_ids: list[int]
     mean: list[float | None]
@@ -36,13 +42,6 @@ class ConfigRow:
     intervals: list[tuple[float, float] | None] = field(default_factory=list)
     # Per column, rows other than the baseline: McNemar against the baseline configuration's runs
     significance: list[Comparison | None] = field(default_factory=list)
-
-    def interval(self, j: int) -> tuple[float, float] | None:
-        return self.intervals[j] if len(self.intervals) > j else None
-
-    def mark(self, j: int) -> str:
-        test = self.significance[j] if len(self.significance) > j else None
-        return test.mark if test is not None else ""
 
 
 @dataclass

@@ -43,7 +43,13 @@ from urllib.parse import quote
 
 from engine.errors import LrfrError
 from lrfr_tui.migrations import SCHEMA_VERSION
-from lrfr_tui.significance import SIGNIFICANCE_LEGEND, Comparison, compare_to_baseline, format_interval
+from lrfr_tui.significance import (
+    SIGNIFICANCE_LEGEND,
+    CellUncertainty,
+    Comparison,
+    compare_to_baseline,
+    format_interval,
+)
 from lrfr_tui.store import STATUSES, Store, StoreError, db_errors, runs_root
 
 FINAL_STATUSES = ("finished", "failed", "killed")
@@ -1023,7 +1029,7 @@ class Column:
 
 
 @dataclass
-class MatrixRow:
+class MatrixRow(CellUncertainty):
     id: int
     name: str
     values: list[float | None]
@@ -1035,14 +1041,6 @@ class MatrixRow:
     intervals: list[tuple[float, float] | None] = field(default_factory=list)
     # Per cell (rows other than the baseline, with a baseline): the paired test against the baseline run.
     significance: list[Comparison | None] = field(default_factory=list)
-
-    def interval(self, j: int) -> tuple[float, float] | None:
-        return self.intervals[j] if len(self.intervals) > j else None
-
-    def mark(self, j: int) -> str:
-        """``*`` / ``**`` where this cell differs significantly from the baseline's."""
-        test = self.significance[j] if len(self.significance) > j else None
-        return test.mark if test is not None else ""
 
 
 @dataclass

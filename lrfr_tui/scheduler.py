@@ -40,6 +40,33 @@ class SchedulerLocked(LrfrError):
     """Another scheduler already drives this database's queue."""
 
 
+SHARED_LOCK_FOLDER = "lrfr-scheduler-locks"
+
+
+def _open_shared_lock(path: Path):
+    """Open (creating) a lock file. The identity lock's folder lives in the host's shared temp
+    directory: made by whichever user came first, it must stay usable by the next one (sticky and
+    world-writable, like /tmp itself), and so must its lock files - or a second user's scheduler
+    fails on the lock instead of on what is really wrong (say, a runs.db it may not write)."""
+    shared = path.parent.name == SHARED_LOCK_FOLDER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if shared:
+        _share(path.parent, 0o1777)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    if shared:
+        _share(path, 0o666)
+    return os.fdopen(fd, "r+")
+
+
+def _share(path: Path, mode: int) -> None:
+    # Only the owner may chmod; another user's folder or file is left as it is.
+    try:
+        if path.stat().st_uid == os.geteuid() and (path.stat().st_mode & 0o7777) != mode:
+            path.chmod(mode)
+    except OSError:
+        pass
+
+
 @dataclass
 class Scheduler:
     db: Path
@@ -64,7 +91,7 @@ class Scheduler:
         by the database file's identity (device, inode) in this host's temp directory - a hard link
         or a second path to the same runs.db finds that one taken too."""
         st = self.db.stat()
-        by_identity = Path(tempfile.gettempdir()) / "lrfr-scheduler-locks" / f"{st.st_dev}-{st.st_ino}.lock"
+        by_identity = Path(tempfile.gettempdir()) / SHARED_LOCK_FOLDER / f"{st.st_dev}-{st.st_ino}.lock"
         return [self.db.with_name(self.db.name + ".scheduler.lock"), by_identity]
 
     def acquire(self) -> None:
@@ -72,8 +99,7 @@ class Scheduler:
         held = []
         try:
             for path in self.lock_paths():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fh = path.open("a+")
+                fh = _open_shared_lock(path)
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

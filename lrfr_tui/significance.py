@@ -54,6 +54,22 @@ class Comparison:
                 "run_pairs": self.run_pairs, "mark": self.mark}
 
 
+class CellUncertainty:
+    """Per-column lookups for a table row holding ``intervals`` and ``significance`` lists (either may be
+    shorter than the row: no interval, no test)."""
+
+    intervals: list[tuple[float, float] | None]
+    significance: list[Comparison | None]
+
+    def interval(self, j: int) -> tuple[float, float] | None:
+        return self.intervals[j] if len(self.intervals) > j else None
+
+    def mark(self, j: int) -> str:
+        """``*`` / ``**`` where column ``j`` differs significantly from the baseline's."""
+        test = self.significance[j] if len(self.significance) > j else None
+        return test.mark if test is not None else ""
+
+
 def has_outcomes_table(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='outcomes'").fetchone() is not None
 

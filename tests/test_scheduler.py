@@ -260,3 +260,19 @@ def test_vanished_gpus_start_nothing_and_a_deleted_run_dir_is_recreated(tmp_path
     wait_for(lambda: store.get_run(run_id).is_final, timeout=300, sched=sched)
     assert store.get_run(run_id).status == "finished", store.get_run(run_id).failure_reason
     assert (tmp_path / "runs" / str(run_id) / "checkpoint.pt").exists()
+
+
+def test_the_host_wide_lock_folder_stays_usable_by_every_user(tmp_path):
+    # The identity lock lives in the shared temp directory; whoever makes it first must leave it
+    # (and the lock file) writable for the next user, or their scheduler fails on our lock file.
+    sched = Scheduler(tmp_path / "runs.db")
+    Store(tmp_path / "runs.db")
+    sched.acquire()
+    try:
+        beside, by_identity = sched.lock_paths()
+        folder_mode = by_identity.parent.stat().st_mode & 0o7777
+        if by_identity.parent.stat().st_uid == os.geteuid():
+            assert folder_mode == 0o1777
+            assert by_identity.stat().st_mode & 0o777 == 0o666
+    finally:
+        sched.release()
