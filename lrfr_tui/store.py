@@ -566,10 +566,6 @@ class Store:
             "SELECT step, value, special FROM metrics WHERE run_id=? AND key=? ORDER BY step", (run_id, key))
         return [(step, decode(value, special)) for step, value, special in rows]
 
-    def metric_keys(self, run_id: int) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT DISTINCT key FROM metrics WHERE run_id=? ORDER BY key",
-                                                (run_id,))]
-
     def add_results(self, run_id: int, rows: Iterable[tuple[str, str, str, int | None, float]],
                     source: dict[str, Any] | str | None = None) -> None:
         """Results measured on ``source`` (see ``_insert_result``); one transaction."""
