@@ -43,17 +43,16 @@ class SchedulerLocked(LrfrError):
 SHARED_LOCK_FOLDER = "lrfr-scheduler-locks"
 
 
-def _open_shared_lock(path: Path):
-    """Open (creating) a lock file. The identity lock's folder lives in the host's shared temp
-    directory: made by whichever user came first, it must stay usable by the next one (sticky and
-    world-writable, like /tmp itself), and so must its lock files - or a second user's scheduler
-    fails on the lock instead of on what is really wrong (say, a runs.db it may not write)."""
-    shared = path.parent.name == SHARED_LOCK_FOLDER
+def _open_lock(path: Path, shared_folder: bool):
+    """Open (creating) a lock file. A lock in the host's shared temp directory must stay usable by
+    the next user: its folder sticky and world-writable (like /tmp itself) and its file 0666, or a
+    second user's scheduler fails on our lock instead of on what is really wrong (say, a runs.db it
+    may not write). The lock beside runs.db keeps the folder the user chose as it is."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if shared:
+    if shared_folder:
         _share(path.parent, 0o1777)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    if shared:
+    if shared_folder:
         _share(path, 0o666)
     return os.fdopen(fd, "r+")
 
@@ -61,7 +60,8 @@ def _open_shared_lock(path: Path):
 def _share(path: Path, mode: int) -> None:
     # Only the owner may chmod; another user's folder or file is left as it is.
     try:
-        if path.stat().st_uid == os.geteuid() and (path.stat().st_mode & 0o7777) != mode:
+        st = path.stat()
+        if st.st_uid == os.geteuid() and (st.st_mode & 0o7777) != mode:
             path.chmod(mode)
     except OSError:
         pass
@@ -98,8 +98,9 @@ class Scheduler:
         """Take the queue's locks; raises SchedulerLocked naming the holder if another scheduler has one."""
         held = []
         try:
-            for path in self.lock_paths():
-                fh = _open_shared_lock(path)
+            # lock_paths(): the lock beside runs.db, then the one in the shared temp directory
+            for path, shared_folder in zip(self.lock_paths(), (False, True), strict=True):
+                fh = _open_lock(path, shared_folder)
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -262,17 +263,22 @@ def test_vanished_gpus_start_nothing_and_a_deleted_run_dir_is_recreated(tmp_path
     assert (tmp_path / "runs" / str(run_id) / "checkpoint.pt").exists()
 
 
-def test_the_host_wide_lock_folder_stays_usable_by_every_user(tmp_path):
+def test_the_host_wide_lock_folder_stays_usable_by_every_user(tmp_path, monkeypatch):
     # The identity lock lives in the shared temp directory; whoever makes it first must leave it
     # (and the lock file) writable for the next user, or their scheduler fails on our lock file.
-    sched = Scheduler(tmp_path / "runs.db")
-    Store(tmp_path / "runs.db")
+    # (test_cli_errors' read-only test runs lrfr as another user after this one made the folder.)
+    shared_tmp = tmp_path / "tmp"
+    shared_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(shared_tmp))
+    (tmp_path / "db").mkdir(mode=0o755)
+    Store(tmp_path / "db" / "runs.db")
+    sched = Scheduler(tmp_path / "db" / "runs.db")
     sched.acquire()
     try:
         beside, by_identity = sched.lock_paths()
-        folder_mode = by_identity.parent.stat().st_mode & 0o7777
-        if by_identity.parent.stat().st_uid == os.geteuid():
-            assert folder_mode == 0o1777
-            assert by_identity.stat().st_mode & 0o777 == 0o666
+        assert by_identity.parent.parent == shared_tmp
+        assert by_identity.parent.stat().st_mode & 0o7777 == 0o1777
+        assert by_identity.stat().st_mode & 0o777 == 0o666
+        assert beside.parent.stat().st_mode & 0o7777 == 0o755  # the user's own folder is left alone
     finally:
         sched.release()
