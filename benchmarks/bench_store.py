@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.config import RunConfig, flatten, to_dict
-from lrfr_tui import query
-from lrfr_tui.store import Store
+from lrfr_tui import results_table, run_views, runsdb
+from lrfr_tui.runsdb import Store
 from lrfr_tui.worker import StoreReporter, StoreWriter
 
 KEYS = ("loss", "loss_cls", "loss_dist", "lr", "images_per_s")
@@ -163,28 +163,28 @@ def build(path: Path, runs: int, points: int, seed: int = 0) -> None:
 
 
 def bench_queries(path: Path, label: str) -> None:
-    conn = query.open_db(path)
+    conn = runsdb.open_db(path)
     cases: list[tuple[str, Callable[[], object]]] = [
-        ("ls (all runs)", lambda: query.select_runs(conn)),
-        ("ls --limit 20", lambda: query.select_runs(conn, limit=20)),
-        ("ls status=running", lambda: query.select_runs(conn, ["status=running"])),
-        ("ls tag=paper", lambda: query.select_runs(conn, ["tag=paper"])),
-        ("ls optim.lr=0.1", lambda: query.select_runs(conn, ["optim.lr=0.1"])),
-        ("ls 'lfw.acc>0.99'", lambda: query.select_runs(conn, ["lfw.acc>0.99"])),
-        ("ls --sort -xqlfw.acc --limit 20", lambda: query.select_runs(conn, sort="-xqlfw.acc", limit=20)),
-        ("ls 'loss<1' (last value)", lambda: query.select_runs(conn, ["loss<1"])),
-        ("ls 'min(loss)<1' (best of)", lambda: query.select_runs(conn, ["min(loss)<1"])),
-        ("ls --sort 'min(loss)' --limit 20", lambda: query.select_runs(conn, sort="min(loss)", limit=20)),
-        ("ls status=running 'min(loss)<1'", lambda: query.select_runs(conn, ["status=running", "min(loss)<1"])),
-        ("results (all runs)", lambda: query.results_matrix(conn)),
-        ("results --group g3 --baseline 1", lambda: query.results_matrix(conn, group="g3", baseline=1)),
-        ("show 500", lambda: query.run_detail(conn, path, min(500, _count(conn)))),
+        ("ls (all runs)", lambda: runsdb.select_runs(conn)),
+        ("ls --limit 20", lambda: runsdb.select_runs(conn, limit=20)),
+        ("ls status=running", lambda: runsdb.select_runs(conn, ["status=running"])),
+        ("ls tag=paper", lambda: runsdb.select_runs(conn, ["tag=paper"])),
+        ("ls optim.lr=0.1", lambda: runsdb.select_runs(conn, ["optim.lr=0.1"])),
+        ("ls 'lfw.acc>0.99'", lambda: runsdb.select_runs(conn, ["lfw.acc>0.99"])),
+        ("ls --sort -xqlfw.acc --limit 20", lambda: runsdb.select_runs(conn, sort="-xqlfw.acc", limit=20)),
+        ("ls 'loss<1' (last value)", lambda: runsdb.select_runs(conn, ["loss<1"])),
+        ("ls 'min(loss)<1' (best of)", lambda: runsdb.select_runs(conn, ["min(loss)<1"])),
+        ("ls --sort 'min(loss)' --limit 20", lambda: runsdb.select_runs(conn, sort="min(loss)", limit=20)),
+        ("ls status=running 'min(loss)<1'", lambda: runsdb.select_runs(conn, ["status=running", "min(loss)<1"])),
+        ("results (all runs)", lambda: results_table.results_matrix(conn)),
+        ("results --group g3 --baseline 1", lambda: results_table.results_matrix(conn, group="g3", baseline=1)),
+        ("show 500", lambda: run_views.run_detail(conn, path, min(500, _count(conn)))),
     ]
     print(f"== (b) queries, {label}   (first call / best of 2 more, seconds)")
     for name, fn in cases:
         first, best, result = timed(fn)
         size = f"{len(result)} runs" if isinstance(result, list) else \
-            f"{len(result.rows)} x {len(result.columns)}" if isinstance(result, query.Matrix) else ""
+            f"{len(result.rows)} x {len(result.columns)}" if isinstance(result, results_table.Matrix) else ""
         print(f"  {name:<38} {first:8.3f} {best:8.3f}   {size}")
     conn.close()
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.config import RunConfig, flatten, to_dict
-from lrfr_tui.store import Store
+from lrfr_tui.runsdb import Store
 
 KEYS = ("loss", "loss_cls", "loss_dist", "lr", "images_per_s")
 NOW = time.time()
@@ -123,7 +123,7 @@ def add_points(db: Path, run_id: int, count: int) -> None:
 
 
 def bench_workers(db: Path, repeats: int, running_id: int) -> None:
-    from lrfr_tui.tui_data import DetailModel, RunsModel
+    from lrfr_tui.tui_models import DetailModel, RunsModel
 
     print("worker thread (reading runs.db):")
     model = RunsModel(db)
@@ -167,7 +167,7 @@ async def bench_ui(db: Path, repeats: int, running_id: int, size: tuple[int, int
     from lrfr_tui.app import LrfrApp
     from lrfr_tui.screens.detail import DetailScreen
     from lrfr_tui.screens.runs import RunsScreen
-    from lrfr_tui.tui_data import DetailModel, RunsModel
+    from lrfr_tui.tui_models import DetailModel, RunsModel
     from lrfr_tui.widgets.loss_plot import CurvePlot
 
     print(f"UI thread (event loop, {size[0]}x{size[1]} terminal):")

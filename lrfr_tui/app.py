@@ -3,7 +3,7 @@
 This module holds the wiring: the app's messages, the signals screens subscribe to, the queue
 worker (the app's scheduler), the command palette and the app-wide keys. Screens live in
 ``lrfr_tui.screens``, widgets in ``lrfr_tui.widgets``, styles in ``app.tcss``; everything that
-reads or writes runs.db runs in worker threads (``lrfr_tui.tui_data``), never on the UI thread.
+reads or writes runs.db runs in worker threads (``tui_models``, ``tui_queue``, ``usecases``), never on the UI thread.
 
 Quitting never stops a training: workers run in their own process groups, and the next TUI (or
 ``lrfr worker``) adopts them.
@@ -27,7 +27,8 @@ from textual.signal import Signal
 from textual.worker import get_current_worker
 
 from lrfr_tui.gpus import GpuDiscovery
-from lrfr_tui.tui_data import LaunchForm, QueueDriver, QueueState
+from lrfr_tui.launch_form import LaunchForm
+from lrfr_tui.tui_queue import QueueDriver, QueueState
 
 
 class LrfrApp(App[None]):

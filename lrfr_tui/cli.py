@@ -83,7 +83,7 @@ def run(preset: PresetOpt = None, overrides: SetOpt = None, config_file: ConfigO
         db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Train (and evaluate) one run in the foreground, or --queue it for `lrfr worker` / the TUI."""
     from engine.config import flatten, to_dict
-    from lrfr_tui.store import Store, db_path
+    from lrfr_tui.runsdb import Store, db_path
 
     cfg = _resolve(preset, overrides, config_file)
     if name:
@@ -129,16 +129,16 @@ def run_in_foreground(store, path: Path, run_id: int, as_json: bool) -> None:
 
 def _print_results(store, run_id: int, benches: list[str] | None = None) -> None:
     """A run's headline numbers (the columns `lrfr results` shows), one line each."""
-    from lrfr_tui import query
+    from lrfr_tui import display, results_table
 
-    matrix = query.results_matrix(store.conn, runs=[run_id], benches=benches)
+    matrix = results_table.results_matrix(store.conn, runs=[run_id], benches=benches)
     table = Table(title=f"run {run_id}: {store.get_run(run_id).status}", box=None)
     table.add_column("benchmark")
     table.add_column("metric")
     table.add_column("value", justify="right")
     previous = None
     for group_label, col, value in zip(matrix.group_labels(), matrix.columns, matrix.rows[0].values, strict=True):
-        table.add_row(group_label if group_label != previous else "", col.short, query.format_value(col.metric, value))
+        table.add_row(group_label if group_label != previous else "", col.short, display.format_value(col.metric, value))
         previous = group_label
     out.print(table)
     for line in matrix.legend():  # what the stand-in mark means
@@ -220,7 +220,7 @@ def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate thi
     from engine.config import flatten, resolve, set_value, to_dict, validate
     from engine.train import load_backbone, select_device
     from lrfr_tui.progress import ProgressReporter
-    from lrfr_tui.store import Store, db_path, runs_root
+    from lrfr_tui.runsdb import Store, db_path, runs_root
     from lrfr_tui.worker import evaluate_into_run
 
     if sum(x is not None for x in (run_id, checkpoint, model)) != 1:
@@ -327,7 +327,7 @@ def _runs_db(args: list[str]) -> Path | None:
     a --db option; None for a command without one (or a command line that names none)."""
     from typer.main import get_command
 
-    from lrfr_tui.store import db_path
+    from lrfr_tui.runsdb import db_path
 
     for i, arg in enumerate(args):
         if arg == "--":

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         from engine.ablations import ablation_rows, base_overrides
         from engine.config import flatten, resolve, to_dict
         from engine.errors import LrfrError
-        from lrfr_tui.store import Store, db_path
+        from lrfr_tui.runsdb import Store, db_path
 
         if seeds < 1:
             raise LrfrError("--seeds must be >= 1")
@@ -62,7 +62,6 @@ def register(app: typer.Typer) -> None:
 
 def _runs_in_group(store, group: str) -> set[tuple[str, int]]:
     """(configuration, train.seed) of the group's runs that are queued, running or finished."""
-    rows = store.conn.execute(
-        "SELECT r.name, p.value FROM runs r JOIN params p ON p.run_id = r.id AND p.key = 'train.seed' "
-        "WHERE r.group_name = ? AND r.deleted = 0 AND r.status IN ('queued', 'running', 'finished')", (group,))
-    return {(name, int(json.loads(value))) for name, value in rows}
+    from lrfr_tui.runsdb.groups import configurations_and_seeds
+
+    return configurations_and_seeds(store, group, ("queued", "running", "finished"))

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from engine.errors import LrfrError
+from lrfr_tui.runsdb.groups import group_run_ids
 
 ALL = "all"
 # The names of engine.analysis.FIGURES, here so that `lrfr --help` does not import torch.
@@ -49,8 +50,7 @@ def resolve_targets(store, tokens: list[str]) -> Targets:
             out.explicit_ids.append(run_id)
             ids = [run_id]
         else:
-            ids = [r[0] for r in store.conn.execute(
-                "SELECT id FROM runs WHERE group_name=? AND deleted=0 ORDER BY id", (text,))]
+            ids = group_run_ids(store, text)
             if not ids:
                 raise LrfrError(f"{text!r} is neither a run id nor a group with runs in {store.path}")
             out.groups.append(text)
@@ -66,7 +66,7 @@ def _safe(name: str) -> str:
 def output_dir(db: Path, targets: Targets) -> Path:
     """runs/<id>/figures for one run; figures/<group> for a group; figures/runs-<ids> for several runs;
     figures/ when no run is involved (the gradients figure)."""
-    from lrfr_tui.store import runs_root
+    from lrfr_tui.runsdb import runs_root
 
     figures = db.resolve().parent / "figures"
     if not targets.groups and len(targets.explicit_ids) == 1:
@@ -172,7 +172,7 @@ def run_analyze(tokens: list[str], figure_names: list[str], *, baseline: int | N
     """Everything `lrfr analyze` does; returns one dict per figure (figure, png, data, runs)."""
     from engine.analysis import MODEL_FREE_FIGURES, PROJECTIONS, AnalysisOptions, load_model, make_figure
     from engine.train import DistEnv, select_device
-    from lrfr_tui.store import Store, db_path, runs_root
+    from lrfr_tui.runsdb import Store, db_path, runs_root
 
     names = expand_figures(figure_names)
     if benchmark not in ("lfw", "xqlfw"):

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     from lrfr_tui.cli import ConfigOpt, DbOpt, JsonOpt, PresetOpt, SetOpt, err, out, run_in_foreground
 
     def open_store(db: Path | None, create: bool = False):
-        from lrfr_tui.store import Store, db_path
+        from lrfr_tui.runsdb import Store, db_path
 
         return Store(db_path(db), create=create)
 
@@ -63,8 +63,8 @@ def register(app: typer.Typer) -> None:
         Stopping the worker (Ctrl-C) leaves running trainings running; a new worker adopts them.
         """
         from lrfr_tui.gpus import discovery_from_env
+        from lrfr_tui.runsdb import db_path
         from lrfr_tui.scheduler import Scheduler
-        from lrfr_tui.store import db_path
 
         sched = Scheduler(db_path(db), discover=discovery_from_env(), on_event=lambda t: err.print(t))
         sched.acquire()
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
                queue: Annotated[bool, typer.Option("--queue", help="queue it instead of running now")] = False,
                db: DbOpt = None, as_json: JsonOpt = False) -> None:
         """Continue a killed or failed run from its last checkpoint, as the same run."""
-        from lrfr_tui.store import db_path
+        from lrfr_tui.runsdb import db_path
         from lrfr_tui.worker import check_checkpoint_resumable
 
         store = open_store(db)
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
               db: DbOpt = None, as_json: JsonOpt = False) -> None:
         """Start a new run from another run's config with changes (--set); the parent is recorded."""
         from engine.config import flatten, from_dict, parse_override, set_value, to_dict, validate
-        from lrfr_tui.store import db_path
+        from lrfr_tui.runsdb import db_path
 
         store = open_store(db)
         parent = store.get_run(run_id)

@@ -1,7 +1,7 @@
 """The query commands: ``lrfr ls``, ``show``, ``logs``, ``results``, ``compare``, ``export``, ``tag``,
 ``note`` and ``rm``. ``register(app)`` adds them to the ``lrfr`` Typer app.
 
-Read commands open runs.db read-only in spirit (``query.open_db``): they never change a run and
+Read commands open runs.db read-only in spirit (``runsdb.open_db``): they never change a run and
 never block a training that writes. Results go to stdout (``--json`` for data), diagnostics to
 stderr; a user error raises LrfrError, which ``lrfr_tui.cli.main`` turns into one line.
 """
@@ -22,9 +22,10 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.errors import LrfrError
-from lrfr_tui import query
+from lrfr_tui import display, exports, results_table, run_logs, run_views, runsdb
+from lrfr_tui.runsdb import Store, StoreError, db_errors, db_path, result_keys
+from lrfr_tui.runsdb.connect import read_only_file
 from lrfr_tui.significance import format_interval
-from lrfr_tui.store import Store, StoreError, db_errors, db_path
 
 DbOpt = Annotated[Path | None, typer.Option("--db", help="runs database (default $LRFR_DB or ./runs.db)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
@@ -50,17 +51,17 @@ def _err() -> Console:
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(query.json_safe(data), indent=2, default=str))
+    print(json.dumps(display.json_safe(data), indent=2, default=str))
 
 
 def _open_read(db: Path | None) -> tuple[sqlite3.Connection, Path]:
     path = db_path(db)
-    return query.open_db(path), path
+    return runsdb.open_db(path), path
 
 
 def _open_write(db: Path | None) -> tuple[Store, Path]:
     path = db_path(db)
-    if path.exists() and query._read_only_file(path):
+    if path.exists() and read_only_file(path):
         raise StoreError(f"{path} is read-only; changing tags, notes or deletions needs write access")
     return Store(path, timeout_s=10.0, create=False), path
 
@@ -116,12 +117,12 @@ def ls(filters: Annotated[list[str] | None, typer.Argument(help="filter terms (s
     name preset status group progress age duration ...) or any term above,
     '-' for descending: --sort -xqlfw.acc, --sort 'min(loss)'.
     """
-    flts = [query.parse_filter(f) for f in [*(filters or []), *(where or [])]]
+    flts = [runsdb.parse_filter(f) for f in [*(filters or []), *(where or [])]]
     sorts = list(sort or [])
     for s in sorts:
-        query.parse_sort(s)  # a malformed sort is an error before the database is opened
+        runsdb.parse_sort(s)  # a malformed sort is an error before the database is opened
     conn, _ = _open_read(db)
-    rows = query.select_runs(conn, flts, sorts or None, limit, deleted="only" if deleted else
+    rows = runsdb.select_runs(conn, flts, sorts or None, limit, deleted="only" if deleted else
                              "all" if show_all else "hide")
     now = time.time()
     if as_json:
@@ -140,21 +141,21 @@ def ls(filters: Annotated[list[str] | None, typer.Argument(help="filter terms (s
         table.add_column("group")
     if tags:
         table.add_column("tags")
-    key_labels = [k for k in query.KEY_RESULTS if any(k in r.results for r in rows)]
+    key_labels = [k for k in result_keys.KEY_RESULTS if any(k in r.results for r in rows)]
     value_labels = [k for k in dict.fromkeys(k for r in rows for k in r.values) if k not in key_labels]
     for label in key_labels + value_labels:
         table.add_column(label, justify="right")
     for r in rows:
         cells: list[Any] = [str(r.id), Text(r.name), Text(r.preset or ""),
                             _status_text(r.status + (" (deleted)" if r.deleted else "")),
-                            r.progress, query.human_duration(r.age(now)), query.human_duration(r.duration(now))]
+                            r.progress, display.human_duration(r.age(now)), display.human_duration(r.duration(now))]
         if groups:
             cells.append(Text(r.group or ""))
         if tags:
             cells.append(Text(",".join(r.tags)))
         for label in key_labels:
-            term = query.parse_term(label)
-            cells.append(query.format_value(term.name, r.results.get(label)))
+            term = runsdb.parse_term(label)
+            cells.append(display.format_value(term.name, r.results.get(label)))
         for label in value_labels:
             cells.append(Text(_value_text(r.values.get(label))))
         table.add_row(*cells)
@@ -170,7 +171,7 @@ def show(run: Annotated[int, typer.Argument(help="run id")],
          db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """One run: status, timing, config, results, training metrics, notes, events and its log tail."""
     conn, path = _open_read(db)
-    detail = query.run_detail(conn, path, run, tail=tail)
+    detail = run_views.run_detail(conn, path, run, tail=tail)
     if as_json:
         _print_json(detail)
         return
@@ -190,8 +191,8 @@ def show(run: Annotated[int, typer.Argument(help="run id")],
             ("parent", r.get("parent_id")), ("progress", progress), ("created", _when(r["created"])),
             ("started", _when(r.get("started")) if r.get("started") else None),
             ("ended", _when(r.get("ended")) if r.get("ended") else None),
-            ("duration", query.human_duration(detail["duration_s"]) if detail["duration_s"] is not None else None),
-            ("heartbeat", f"{query.human_duration(time.time() - r['heartbeat'])} ago"
+            ("duration", display.human_duration(detail["duration_s"]) if detail["duration_s"] is not None else None),
+            ("heartbeat", f"{display.human_duration(time.time() - r['heartbeat'])} ago"
              if r.get("heartbeat") and r["status"] == "running" else None),
             ("exit code", r.get("exit_code")), ("reason", r.get("failure_reason")),
             ("host", r.get("host")), ("pid", r.get("pid") if r["status"] == "running" else None),
@@ -214,15 +215,15 @@ def show(run: Annotated[int, typer.Argument(help="run id")],
         table = Table("benchmark", "protocol", "metric", "res", "value", "data", box=None, header_style="bold")
         standin = False
         for res in detail["results"]:
-            mark = query.STANDIN_MARK if res.get("source") == "standin" else ""
+            mark = results_table.STANDIN_MARK if res.get("source") == "standin" else ""
             standin = standin or bool(mark)
             table.add_row(res["benchmark"] + mark, res["protocol"], Text(res["metric"]),
                           "" if res["resolution"] is None else str(res["resolution"]),
-                          query.format_value(res["metric"], res["value"]),
+                          display.format_value(res["metric"], res["value"]),
                           Text(res.get("source") or "unknown", style="dim"))
         out.print(table)
         if standin:
-            out.print(Text(query.STANDIN_LEGEND, style="dim"))
+            out.print(Text(results_table.STANDIN_LEGEND, style="dim"))
     if detail["metrics"]:
         out.print(Text("\ntraining metrics", style="bold"))
         table = Table("key", "points", "last step", "last", "min", "max", box=None, header_style="bold")
@@ -256,16 +257,16 @@ def logs(run: Annotated[int, typer.Argument(help="run id")],
          db: DbOpt = None) -> None:
     """Print a run's log (runs/<id>/train.log); -f follows it until the run reaches a final state."""
     conn, path = _open_read(db)
-    ref = query.run_ref(conn, run)
-    log = query.log_file(path, ref)
+    ref = runsdb.run_ref(conn, run)
+    log = run_logs.log_file(path, ref)
     if log is None and not follow:
-        where = ", ".join(str(p) for p in query.log_candidates(path, ref))
+        where = ", ".join(str(p) for p in run_logs.log_candidates(path, ref))
         raise LrfrError(f"run {run} has no log file yet (looked for {where}); `lrfr logs {run} -f` waits for it")
     try:
         start = 0
         if log is not None and tail is not None:
             start = log.stat().st_size
-            lines = query.tail_lines(log, tail)
+            lines = run_logs.tail_lines(log, tail)
             if lines:
                 sys.stdout.write("\n".join(lines) + "\n")
         elif log is not None and not follow:
@@ -275,10 +276,10 @@ def logs(run: Annotated[int, typer.Argument(help="run id")],
         if follow:
             if log is None:
                 _err().print(f"run {run} is {ref['status']}; waiting for its log ...")
-            for chunk in query.follow_log(conn, path, run, start=start, interval=interval):
+            for chunk in run_logs.follow_log(conn, path, run, start=start, interval=interval):
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
-            status = query.run_ref(conn, run)["status"]
+            status = runsdb.run_ref(conn, run)["status"]
             _err().print(f"run {run} {status}")
         sys.stdout.flush()
     except KeyboardInterrupt:  # Ctrl-C ends following quietly
@@ -292,9 +293,9 @@ def logs(run: Annotated[int, typer.Argument(help="run id")],
 # ---------------------------------------------------------------- results, export
 
 
-def _matrix(conn, runs, group, where, bench, metric, baseline) -> query.Matrix:
-    ids = query.parse_run_ids(runs or []) or None
-    matrix = query.results_matrix(conn, runs=ids, group=group, filters=where or [], benches=bench or None,
+def _matrix(conn, runs, group, where, bench, metric, baseline) -> results_table.Matrix:
+    ids = display.parse_run_ids(runs or []) or None
+    matrix = results_table.results_matrix(conn, runs=ids, group=group, filters=where or [], benches=bench or None,
                                   metrics=metric or None, baseline=baseline)
     for name in bench or []:
         if not any(c.benchmark == name for c in matrix.columns):
@@ -346,11 +347,11 @@ def results(bench: BenchOpt = None, runs: RunsOpt = None, group: GroupOpt = None
     for i, (row, label) in enumerate(zip(matrix.rows, matrix.row_labels(), strict=True)):
         cells: list[Any] = [str(row.id), Text(label + (" (baseline)" if row.baseline else ""))]
         for j, col in enumerate(matrix.columns):
-            cell = Text(query.format_value(col.metric, row.values[j]), style="bold" if i in best[j] else "")
+            cell = Text(display.format_value(col.metric, row.values[j]), style="bold" if i in best[j] else "")
             if row.deltas is not None and row.deltas[j] is not None:
                 delta = row.deltas[j]
-                direction = query.better_direction(col.metric) * (1 if delta > 0 else -1 if delta < 0 else 0)
-                cell.append(f" ({query.format_delta(col.metric, delta)})",
+                direction = display.better_direction(col.metric) * (1 if delta > 0 else -1 if delta < 0 else 0)
+                cell.append(f" ({display.format_delta(col.metric, delta)})",
                             style="green" if direction > 0 else "red" if direction < 0 else "dim")
             cells.append(_with_uncertainty(cell, col, row.mark(j), row.interval(j) if row.values[j] is not None
                                            else None))
@@ -360,12 +361,12 @@ def results(bench: BenchOpt = None, runs: RunsOpt = None, group: GroupOpt = None
         _out().print(Text(line))
 
 
-def _with_uncertainty(cell: Text, col: query.Column, mark: str, interval: tuple[float, float] | None) -> Text:
+def _with_uncertainty(cell: Text, col: results_table.Column, mark: str, interval: tuple[float, float] | None) -> Text:
     """A value cell with its significance mark and, on a second line, its 95% interval."""
     if mark:
         cell.append(mark, style="bold yellow")
     if interval is not None:
-        cell.append("\n" + format_interval(*interval, query.is_percent(col.metric)), style="dim")
+        cell.append("\n" + format_interval(*interval, display.is_percent(col.metric)), style="dim")
     return cell
 
 
@@ -378,7 +379,7 @@ def _environment_text(env: dict | None) -> str | None:
             f"CUDA {env.get('cuda') or 'none'}, {procs} process{'es' if procs != 1 else ''}")
 
 
-def _print_paper(conn, matrix: query.Matrix, group: str | None, as_json: bool, against: str | None = None) -> None:
+def _print_paper(conn, matrix: results_table.Matrix, group: str | None, as_json: bool, against: str | None = None) -> None:
     from lrfr_tui.paper_layout import paper_table
 
     layout = paper_table(conn, matrix, group, against)
@@ -400,20 +401,20 @@ def _print_paper(conn, matrix: query.Matrix, group: str | None, as_json: bool, a
         cells: list[Any] = [row.label + (" (baseline)" if row.label == layout.baseline else ""),
                             str(len(row.run_ids))]
         for j, col in enumerate(layout.columns):
-            text = query.format_value(col.metric, row.mean[j])
+            text = display.format_value(col.metric, row.mean[j])
             if row.std[j] is not None:
-                text += f" ± {query.format_value(col.metric, row.std[j])}"
+                text += f" ± {display.format_value(col.metric, row.std[j])}"
             cell = Text(text)
             if row.delta and row.delta[j] is not None:
                 delta = row.delta[j]
-                good = query.better_direction(col.metric) * delta
-                cell.append(f" ({query.format_delta(col.metric, delta)})", style="green" if good > 0 else "red")
+                good = display.better_direction(col.metric) * delta
+                cell.append(f" ({display.format_delta(col.metric, delta)})", style="green" if good > 0 else "red")
             cells.append(_with_uncertainty(cell, col, row.mark(j), row.interval(j) if row.mean[j] is not None
                                            else None))
         table.add_row(*cells)
     for ref in layout.references:
         table.add_row(Text(ref.label, style="italic dim"), "",
-                      *(Text(query.format_value(c.metric, v), style="italic dim")
+                      *(Text(display.format_value(c.metric, v), style="italic dim")
                         for c, v in zip(layout.columns, ref.values, strict=True)))
     _out().print(table)
     for line in layout.legend():
@@ -443,8 +444,8 @@ def export(fmt: Annotated[str | None, typer.Option(
     McNemar) and its 95% interval; CSV has the values in the table's units (percent for accuracies)
     and the intervals and p-values in columns of their own."""
     fmt = fmt or (FORMAT_SUFFIXES.get(output.suffix.lower()) if output else None) or "markdown"
-    if fmt not in query.EXPORTERS:
-        raise LrfrError(f"unknown export format {fmt!r}; choose one of: {', '.join(query.EXPORTERS)}")
+    if fmt not in exports.EXPORTERS:
+        raise LrfrError(f"unknown export format {fmt!r}; choose one of: {', '.join(exports.EXPORTERS)}")
     from lrfr_tui.paper_layout import attach_references, group_baseline_run
 
     conn, _ = _open_read(db)
@@ -455,7 +456,7 @@ def export(fmt: Annotated[str | None, typer.Option(
         raise LrfrError("nothing to export: no results for the selected runs and benchmarks")
     if reference:
         attach_references(conn, matrix, group)
-    text = query.EXPORTERS[fmt](matrix)
+    text = exports.EXPORTERS[fmt](matrix)
     if output is None:
         sys.stdout.write(text)
         return
@@ -473,8 +474,8 @@ def compare(runs: Annotated[list[int], typer.Argument(help="two or more run ids"
             db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Runs side by side: the config keys that differ, headline results and last training metrics."""
     conn, _ = _open_read(db)
-    data = query.compare_runs(conn, list(dict.fromkeys(runs)))
-    matrix: query.Matrix = data["results"]
+    data = run_views.compare_runs(conn, list(dict.fromkeys(runs)))
+    matrix: results_table.Matrix = data["results"]
     if as_json:
         _print_json({**data, "results": matrix.as_dict()})
         return
@@ -502,7 +503,7 @@ def compare(runs: Annotated[list[int], typer.Argument(help="two or more run ids"
     if matrix.columns:
         res = table("results")
         for j, (label, col) in enumerate(zip(matrix.labels(), matrix.columns, strict=True)):
-            res.add_row(Text(label), *(_with_uncertainty(Text(query.format_value(col.metric, row.values[j])), col,
+            res.add_row(Text(label), *(_with_uncertainty(Text(display.format_value(col.metric, row.values[j])), col,
                                                          row.mark(j), row.interval(j) if row.values[j] is not None
                                                          else None) for row in matrix.rows))
         out.print(res)

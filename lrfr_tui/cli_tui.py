@@ -27,7 +27,7 @@ def run_tui(db: Path | None = None, drive: bool | None = None, poll: float = 1.0
     """Run the app in this terminal; ``lrfr`` with no arguments calls this when stdin/stdout are a terminal."""
     from lrfr_tui.app import LrfrApp
     from lrfr_tui.gpus import discovery_from_env
-    from lrfr_tui.store import db_path
+    from lrfr_tui.runsdb import db_path
 
     app = LrfrApp(db_path(db), drive=drive, poll_s=max(0.2, poll), discover=discovery_from_env())
     app.run()

@@ -12,15 +12,15 @@ with its architecture, without a delta.
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 import statistics
 from dataclasses import dataclass, field
 
 from engine.errors import LrfrError
-from lrfr_tui.query import STANDIN_LEGEND, STANDIN_VS_PAPER, Column, Matrix
 from lrfr_tui.reference import ARCH_MODELS, PRESET_ROWS, paper_tables, row_columns
+from lrfr_tui.results_table import STANDIN_LEGEND, STANDIN_VS_PAPER, Column, Matrix
+from lrfr_tui.runsdb import groups
 from lrfr_tui.significance import (
     SIGNIFICANCE_LEGEND,
     CellUncertainty,
@@ -86,10 +86,8 @@ class PaperTable:
 
 def group_table_key(conn: sqlite3.Connection, group: str) -> str | None:
     """The paper table a group reproduces, from the ``ablation:tableN`` tag `lrfr ablate` sets."""
-    row = conn.execute(
-        "SELECT t.tag FROM tags t JOIN runs r ON r.id = t.run_id WHERE r.group_name = ? AND t.tag LIKE 'ablation:%' "
-        "LIMIT 1", (group,)).fetchone()
-    return row[0].split(":", 1)[1] if row else None
+    tag = groups.group_tag(conn, group, "ablation:")
+    return tag.split(":", 1)[1] if tag else None
 
 
 def _aligned(table: str, label: str, values: dict[str, float | None], columns: list[Column]) -> list[float | None]:
@@ -113,9 +111,8 @@ def paper_table(conn: sqlite3.Connection, matrix: Matrix, group: str | None,
     by_label: dict[str, list[int]] = {}
     for i, row in enumerate(matrix.rows):
         by_label.setdefault(row.name, []).append(i)
-    runs = {run_id: (preset, _model_name(config)) for run_id, preset, config in conn.execute(
-        f"SELECT id, preset, config FROM runs WHERE id IN ({','.join('?' * len(matrix.rows))})",
-        [r.id for r in matrix.rows]).fetchall()} if matrix.rows else {}
+    runs = {run_id: (preset, _model_name(config))
+            for run_id, (preset, config) in groups.presets_and_configs(conn, [r.id for r in matrix.rows]).items()}
     published = paper_tables()
     standin = matrix.standin_columns()
     rows: list[ConfigRow] = []
@@ -175,11 +172,9 @@ def _add_uncertainty(conn: sqlite3.Connection, matrix: Matrix, rows: list[Config
     return base.label
 
 
-def _model_name(config: str | None) -> str | None:
-    try:
-        return json.loads(config or "{}").get("model", {}).get("name")
-    except (ValueError, AttributeError):
-        return None
+def _model_name(config: dict) -> str | None:
+    model = config.get("model")
+    return model.get("name") if isinstance(model, dict) else None
 
 
 def _reference_row(sources: list[tuple[str, str]], columns: list[Column], published,
@@ -227,7 +222,7 @@ def _reference_for(table: str | None, label: str, preset: str | None, model: str
 
 def attach_references(conn: sqlite3.Connection, matrix: Matrix, group: str | None) -> Matrix:
     """Add the matching published rows to a per-run matrix (for exports and the TUI's board)."""
-    from lrfr_tui.query import MatrixRow
+    from lrfr_tui.results_table import MatrixRow
 
     if matrix.rows and matrix.columns:
         layout = paper_table(conn, matrix, group)
@@ -240,10 +235,7 @@ def group_baseline_run(conn: sqlite3.Connection, group: str | None) -> int | Non
     finished run of the "Baseline" configuration; None without one."""
     if not group:
         return None
-    row = conn.execute("SELECT r.id FROM runs r WHERE r.group_name = ? AND r.name = ? AND r.deleted = 0 "
-                       "AND EXISTS (SELECT 1 FROM results WHERE run_id = r.id) ORDER BY r.id LIMIT 1",
-                       (group, BASELINE_LABEL)).fetchone()
-    return int(row[0]) if row else None
+    return groups.first_evaluated_run(conn, group, BASELINE_LABEL)
 
 
 def group_in_filter(text: str) -> str | None:

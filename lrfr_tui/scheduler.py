@@ -32,7 +32,7 @@ from lrfr_tui.gpus import GpuDiscovery, GpuDiscoveryError, discover_gpus
 from lrfr_tui.launchers import Handle, Launcher, LaunchRequest, LocalLauncher
 from lrfr_tui.launchers.local import pid_is_worker, terminate_then_kill
 from lrfr_tui.liveness import STALE_HEARTBEAT_S, death_reason, heartbeat_stale
-from lrfr_tui.store import Run, Store, runs_root
+from lrfr_tui.runsdb import Run, Store, runs_root
 from lrfr_tui.worker import EXIT_STORE_UNAVAILABLE
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from engine.config import from_dict
 from engine.errors import LrfrError, TrainingDiverged
 from engine.reporting import MultiReporter, Reporter
-from lrfr_tui.store import PENDING_FILE, Store, StoreError, runs_root
+from lrfr_tui.runsdb import PENDING_FILE, Store, StoreError, runs_root
 
 EXIT_OK, EXIT_FAILED, EXIT_DIVERGED = 0, 1, 2  # 3 = killed after a checkpoint (engine.train.EXIT_INTERRUPTED)
 # The run ended but runs.db refused its final writes for FINAL_WRITE_WAIT_S (locked, disk full):
@@ -108,7 +108,7 @@ class StoreWriter:
                 self._idle.set()
 
     def _loop(self) -> None:
-        from lrfr_tui.store import Store
+        from lrfr_tui.runsdb import Store
 
         store = None
         next_beat = 0.0
@@ -226,7 +226,7 @@ class StoreReporter(Reporter):
                         self.sources.get(benchmark))
 
     def outcomes(self, benchmark: str, protocol: str, metric: str, resolution: int | None, correct) -> None:
-        from lrfr_tui.store import pack_outcomes
+        from lrfr_tui.runsdb.codec import pack_outcomes
 
         n, bits = pack_outcomes(correct)
         self.writer.put("outcomes", benchmark, protocol, metric, resolution, n,
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", "--run", dest="run", type=int, required=True, help="run id in runs.db")
     parser.add_argument("--db", default=None, help="runs database (default $LRFR_DB or ./runs.db)")
     args = parser.parse_args(argv)
-    from lrfr_tui.store import db_path
+    from lrfr_tui.runsdb import db_path
 
     try:
         return execute_run(db_path(args.db), args.run)

@@ -8,7 +8,7 @@ from engine.ablations import TABLE4, TABLE5_LAMBDAS, ablation_rows
 from engine.config import resolve
 from engine.errors import ConfigError
 from lrfr_tui.reference import COLUMNS, paper_tables, reference_row
-from lrfr_tui.store import Store
+from lrfr_tui.runsdb import Store
 
 
 def test_table4_rows_are_the_papers_configurations():

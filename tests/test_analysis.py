@@ -42,7 +42,7 @@ from engine.evaluate.verification import insightface_verification
 from engine.losses import build_distance_loss
 from engine.reporting import Reporter
 from lrfr_tui import cli_analyze
-from lrfr_tui.store import Store
+from lrfr_tui.runsdb import Store
 from tests.conftest import MICRO_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -155,7 +155,7 @@ def test_real_benchmarks_around_a_missing_dataset(micro_config, micro_model):
 def test_an_evaluation_run_with_a_failed_benchmark_ends_failed_with_its_results(micro_config, micro_model,
                                                                                tmp_path):
     from engine.config import flatten, to_dict
-    from lrfr_tui.store import Store
+    from lrfr_tui.runsdb import Store
     from lrfr_tui.worker import evaluate_into_run
 
     paths = materialise_standins(cache_root(), seed=0, size_preset="test")

@@ -21,7 +21,7 @@ import typer
 from typer.main import get_command
 
 from lrfr_tui import cli
-from lrfr_tui.store import Store
+from lrfr_tui.runsdb import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("lrfr")

@@ -8,7 +8,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITE_SQL = re.compile(r"\b(INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|REPLACE\s+INTO)\b", re.I)
-STORE_OWNERS = {"store.py", "migrations.py"}
+# Any SQL at all: a query, a schema statement, a pragma, or a call that runs one.
+ANY_SQL = re.compile(r"\bSELECT\b.*\bFROM\b|\bFROM\s+(runs|metrics|results|params|tags|notes|events|artifacts|outcomes)\b"
+                     r"|\b(INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TEMP\s+)?"
+                     r"(TABLE|VIEW|INDEX)|PRAGMA)\b|\.execute(many|script)?\(")
+RUN_STORE = ROOT / "lrfr_tui" / "runsdb"
+STORE_WRITERS = {RUN_STORE / "store.py", RUN_STORE / "migrations.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -31,12 +36,34 @@ def test_engine_never_imports_the_application():
 def test_only_the_store_writes_to_runs_db():
     writers = []
     for path in (ROOT / "lrfr_tui").rglob("*.py"):
-        if path.name in STORE_OWNERS:
+        if path in STORE_WRITERS:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if WRITE_SQL.search(line):
                 writers.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert writers == []
+
+
+def test_no_sql_outside_the_run_store():
+    """Every read and write of runs.db is a function of lrfr_tui/runsdb/ (the one door to the database)."""
+    found = []
+    for path in (ROOT / "lrfr_tui").rglob("*.py"):
+        if RUN_STORE in path.parents:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if ANY_SQL.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert found == []
+
+
+def test_the_sql_check_sees_sql():
+    """The pattern above is not vacuous: it catches the forms the run store itself uses."""
+    store_text = (RUN_STORE / "store.py").read_text() + (RUN_STORE / "reads.py").read_text()
+    for line in ('rows = conn.execute("SELECT id FROM runs")', '"UPDATE runs SET status=? WHERE id=?"',
+                 'conn.executemany(sql, rows)', '"PRAGMA index_list(metrics)"'):
+        assert ANY_SQL.search(line), line
+    assert not ANY_SQL.search("select the runs you want from the table")
+    assert len(ANY_SQL.findall(store_text)) > 20
 
 
 def test_code_and_docs_never_point_outside_the_repository():
@@ -53,8 +80,8 @@ def test_stable_views_read_what_lrfr_shows(tmp_path):
     import math
     import sqlite3
 
-    from lrfr_tui import query
-    from lrfr_tui.store import Store
+    from lrfr_tui import runsdb
+    from lrfr_tui.runsdb import Store
 
     store = Store(tmp_path / "runs.db")
     run_id = store.create_run({"name": "a"}, {}, "x")
@@ -73,7 +100,7 @@ def test_stable_views_read_what_lrfr_shows(tmp_path):
                                                                                           "best,paper")]
     rows = conn.execute("SELECT benchmark, metric, value, source_kind FROM latest_results").fetchall()
     assert rows == [("lfw", "acc", 0.95, "standin")]
-    assert query.latest_results(conn, [run_id])[run_id][("lfw", "insightface_10fold", "acc", None)] == 0.95
+    assert runsdb.latest_results(conn, [run_id])[run_id][("lfw", "insightface_10fold", "acc", None)] == 0.95
     metrics = dict((k, (s, v, sp)) for k, s, v, sp in conn.execute(
         "SELECT key, step, value, special FROM latest_metrics WHERE run_id = ?", (run_id,)))
     assert metrics == {"loss": (2, None, "nan"), "lr": (1, 0.1, None)}

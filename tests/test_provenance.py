@@ -24,9 +24,9 @@ from engine.evaluate import benchmarks as bench_module
 from engine.sources import cache_root
 from engine.train import build_backbone
 from lrfr_tui.cli import app
-from lrfr_tui.migrations import SCHEMA_VERSION
-from lrfr_tui.query import STANDIN_LEGEND, STANDIN_MARK
-from lrfr_tui.store import Store
+from lrfr_tui.results_table import STANDIN_LEGEND, STANDIN_MARK
+from lrfr_tui.runsdb import Store
+from lrfr_tui.runsdb.migrations import SCHEMA_VERSION
 from lrfr_tui.worker import evaluate_into_run
 from tests.test_bench_sources import Recorder
 from tests.test_run_safety import db_at_version

@@ -17,10 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.config import flatten, resolve, to_dict
-from lrfr_tui import query
+from engine.errors import LrfrError
+from lrfr_tui import results_table, runsdb
 from lrfr_tui.cli import app
-from lrfr_tui.migrations import SCHEMA_VERSION
-from lrfr_tui.store import Store, StoreError, runs_root
+from lrfr_tui.runsdb import Store, StoreError, runs_root
+from lrfr_tui.runsdb.migrations import SCHEMA_VERSION
 
 runner = CliRunner()
 
@@ -105,41 +106,41 @@ def db(built, tmp_path) -> tuple[Path, dict[str, int]]:
 def cli(*args: str) -> tuple[int, str, str]:
     result = runner.invoke(app, list(args))
     if result.exception and not isinstance(result.exception, SystemExit):
-        if not isinstance(result.exception, query.LrfrError):
+        if not isinstance(result.exception, LrfrError):
             raise result.exception
     return result.exit_code, result.stdout, result.stderr
 
 
 def ls_ids(path: Path, *terms: str, sort: str | None = None, **kw) -> list[int]:
-    conn = query.open_db(path)
-    return [r.id for r in query.select_runs(conn, list(terms), sort=sort, **kw)]
+    conn = runsdb.open_db(path)
+    return [r.id for r in runsdb.select_runs(conn, list(terms), sort=sort, **kw)]
 
 
 # ---------------------------------------------------------------- the filter language
 
 
 def test_parse_filter_kinds():
-    f = query.parse_filter("status=queued,running")
+    f = runsdb.parse_filter("status=queued,running")
     assert (f.term.kind, f.op, f.value) == ("field", "=", ("queued", "running"))
-    f = query.parse_filter("min(loss)<1.2")
+    f = runsdb.parse_filter("min(loss)<1.2")
     assert (f.term.kind, f.term.func, f.term.name, f.op, f.value) == ("metric", "min", "loss", "<", 1.2)
-    f = query.parse_filter("loss<=1")
+    f = runsdb.parse_filter("loss<=1")
     assert (f.term.kind, f.term.func, f.op) == ("metric", "last", "<=")
-    f = query.parse_filter("scface.finetune.rank1_mean>0.5")
+    f = runsdb.parse_filter("scface.finetune.rank1_mean>0.5")
     assert (f.term.kind, f.term.benchmark, f.term.protocol, f.term.name) == ("result", "scface", "finetune", "rank1_mean")
-    f = query.parse_filter("lowres_lfw.acc@7>=80%")
+    f = runsdb.parse_filter("lowres_lfw.acc@7>=80%")
     assert (f.term.benchmark, f.term.resolution, f.op, f.value) == ("lowres_lfw", 7, ">=", 0.8)
-    f = query.parse_filter('lfw."val@far=1e-3">0.9')
+    f = runsdb.parse_filter('lfw."val@far=1e-3">0.9')
     assert (f.term.kind, f.term.name, f.value) == ("result", "val@far=1e-3", 0.9)
-    f = query.parse_filter("optim.lr=0.1")
+    f = runsdb.parse_filter("optim.lr=0.1")
     assert (f.term.kind, f.term.name, f.value) == ("param", "optim.lr", 0.1)
-    f = query.parse_filter("augment.resolutions=[7, 14, 20]")
+    f = runsdb.parse_filter("augment.resolutions=[7, 14, 20]")
     assert f.value == "[7,14,20]"
-    f = query.parse_filter("age<2h")
+    f = runsdb.parse_filter("age<2h")
     assert (f.term.name, f.value) == ("age", 7200)
-    assert query.parse_filter('"a=b"').term.kind == "text"
-    assert query.parse_filter("paper").value == "paper"
-    assert query.parse_sort("-min(loss)") == (query.Term("metric", "loss", func="min"), True)
+    assert runsdb.parse_filter('"a=b"').term.kind == "text"
+    assert runsdb.parse_filter("paper").value == "paper"
+    assert runsdb.parse_sort("-min(loss)") == (runsdb.Term("metric", "loss", func="min"), True)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -155,8 +156,8 @@ def test_parse_filter_kinds():
     ('lfw."acc>0.9', "unclosed quote"),
 ])
 def test_malformed_filters_are_one_line_errors(bad, message):
-    with pytest.raises(query.FilterError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        query.parse_filter(bad)
+    with pytest.raises(runsdb.FilterError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        runsdb.parse_filter(bad)
 
 
 def test_ls_filters(db):
@@ -207,13 +208,13 @@ def test_ls_sort_and_limit(db):
     assert ls_ids(path, "status=finished", sort="loss") == [ids["maug"], ids["base"]]
     assert ls_ids(path, sort="name", limit=2) == [ids["base"], ids["broken"]]
     assert ls_ids(path, sort="-optim.lr", limit=1) == [ids["broken"]]
-    with pytest.raises(query.FilterError, match="cannot sort by tag"):
+    with pytest.raises(runsdb.FilterError, match="cannot sort by tag"):
         ls_ids(path, sort="tag")
 
 
 def test_unknown_param_key_is_an_error(db):
     path, _ = db
-    with pytest.raises(query.FilterError, match="unknown config key 'optim.lrr'"):
+    with pytest.raises(runsdb.FilterError, match="unknown config key 'optim.lrr'"):
         ls_ids(path, "optim.lrr=0.1")
 
 
@@ -305,8 +306,8 @@ def test_logs_follow_until_the_run_finishes(db):
 
 def test_results_matrix_and_baseline_deltas(db):
     path, ids = db
-    conn = query.open_db(path)
-    matrix = query.results_matrix(conn)
+    conn = runsdb.open_db(path)
+    matrix = results_table.results_matrix(conn)
     assert [r.id for r in matrix.rows] == [ids["base"], ids["maug"]]  # runs with results, no deleted
     specs = [c.spec for c in matrix.columns]
     assert specs == ["lfw.insightface_10fold.acc", "xqlfw.xqlfw_official.acc",
@@ -433,8 +434,8 @@ def test_read_only_database_file_serves_reads(db):
     before = path.read_bytes()
     os.chmod(path, 0o444)
     try:
-        conn = query.open_db(path)
-        assert [r.id for r in query.select_runs(conn, ["status=finished"])] == [ids["maug"], ids["base"]]
+        conn = runsdb.open_db(path)
+        assert [r.id for r in runsdb.select_runs(conn, ["status=finished"])] == [ids["maug"], ids["base"]]
         code, out, _ = cli("results", "--db", str(path), "--json")
         assert code == 0 and len(json.loads(out)["rows"]) == 2
         assert cli("show", str(ids["maug"]), "--db", str(path))[0] == 0
@@ -456,6 +457,6 @@ def test_newer_schema_read_only_file_is_refused(db, tmp_path):
     os.chmod(path, 0o444)
     try:
         with pytest.raises(StoreError, match="newer lrfr"):
-            query.open_db(path)
+            runsdb.open_db(path)
     finally:
         os.chmod(path, 0o644)

@@ -15,7 +15,7 @@ import sqlite3
 import pytest
 
 from engine.config import flatten, resolve, to_dict
-from lrfr_tui import query
+from lrfr_tui import exports, results_table
 from lrfr_tui.paper_layout import attach_references, paper_table
 from lrfr_tui.reference import (
     ARCH_MODELS,
@@ -28,7 +28,7 @@ from lrfr_tui.reference import (
     parse_tables,
     row_columns,
 )
-from lrfr_tui.store import Store
+from lrfr_tui.runsdb import Store
 from tests.conftest import SHARED
 
 PAPER_TABLES = SHARED / "PAPER_TABLES.md"
@@ -97,7 +97,7 @@ def test_runs_pair_with_the_row_of_their_own_architecture(tmp_path):
     code, r50, r34 = _run(store, "r34-code"), _run(store, "r50"), _run(store, "r34")
     code_as_ir34 = _run(store, "r34-code", "model.name=iresnet34", "name=r34-code-ir34")
     conn = sqlite3.connect(db)
-    matrix = query.results_matrix(conn, runs=[code, r50, r34, code_as_ir34])
+    matrix = results_table.results_matrix(conn, runs=[code, r50, r34, code_as_ir34])
     layout = paper_table(conn, matrix, None)
     rows = {r.label: r for r in layout.rows}
     refs = {r.label: r for r in layout.references}
@@ -134,7 +134,7 @@ def test_runs_pair_with_the_row_of_their_own_architecture(tmp_path):
     # Exports and the TUI's board get the same labelled rows.
     attach_references(conn, matrix, None)
     assert [r.name for r in matrix.references] == [res34, res50]
-    markdown = query.export_markdown(matrix)
+    markdown = exports.export_markdown(matrix)
     assert f"| *{res34}* |" in markdown and f"| *{res50}* |" in markdown
 
 
@@ -143,7 +143,7 @@ def test_a_lone_r34_run_gets_no_ours_delta_but_sees_the_labelled_row(tmp_path):
     store = Store(db)
     r34 = _run(store, "r34")
     conn = sqlite3.connect(db)
-    matrix = query.results_matrix(conn, runs=[r34])
+    matrix = results_table.results_matrix(conn, runs=[r34])
     layout = paper_table(conn, matrix, None)
     assert layout.rows[0].reference is None and layout.rows[0].delta == []
     assert [r.label for r in layout.references] == ["paper 1, 3: Ours (Res34) [ResNet34 (released code)]"]

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from engine.config import flatten, resolve, to_dict
-from lrfr_tui.migrations import SCHEMA_V1
-from lrfr_tui.store import PENDING_FILE, Store, runs_root
+from lrfr_tui.runsdb import PENDING_FILE, Store, runs_root
+from lrfr_tui.runsdb.migrations import SCHEMA_V1
 from tests.conftest import MICRO_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def new_run(store: Store, status: str = "queued", **kw) -> int:
 
 def db_at_version(db: Path, version: int) -> sqlite3.Connection:
     """A database as an older lrfr left it: the migrations up to ``version`` only."""
-    from lrfr_tui.migrations import MIGRATIONS
+    from lrfr_tui.runsdb.migrations import MIGRATIONS
 
     conn = sqlite3.connect(db)
     conn.executescript(SCHEMA_V1)

@@ -15,9 +15,9 @@ import torch
 
 from engine.config import flatten, resolve, to_dict
 from lrfr_tui.gpus import fake_gpus
-from lrfr_tui.migrations import SCHEMA_V1, SCHEMA_VERSION
+from lrfr_tui.runsdb import Store
+from lrfr_tui.runsdb.migrations import SCHEMA_V1, SCHEMA_VERSION
 from lrfr_tui.scheduler import Scheduler, SchedulerLocked, stop_run
-from lrfr_tui.store import Store
 from tests.conftest import MICRO_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,8 +24,9 @@ from typer.testing import CliRunner
 
 from engine.config import flatten, resolve, to_dict
 from lrfr_tui.cli import app as cli_app
+from lrfr_tui.runsdb import Store
+from lrfr_tui.runsdb.codec import pack_outcomes, unpack_outcomes
 from lrfr_tui.significance import compare_to_baseline, match_runs, pooled_interval
-from lrfr_tui.store import Store, pack_outcomes, unpack_outcomes
 from lrfr_tui.worker import StoreReporter, StoreWriter, evaluate_into_run
 
 runner = CliRunner()

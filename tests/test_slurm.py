@@ -20,7 +20,7 @@ from engine.config import flatten, resolve, to_dict
 from engine.errors import LrfrError
 from lrfr_tui.launchers import get_launcher
 from lrfr_tui.launchers.base import Handle, LaunchRequest
-from lrfr_tui.store import Store, runs_root
+from lrfr_tui.runsdb import Store, runs_root
 from tests.conftest import MICRO_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,8 @@ import sqlite3
 import pytest
 
 from engine.config import flatten, resolve, to_dict
-from lrfr_tui.store import SCHEMA_VERSION, Store, StoreError
+from lrfr_tui.runsdb import Store, StoreError
+from lrfr_tui.runsdb.migrations import SCHEMA_VERSION
 
 
 def make_run(store: Store) -> int:

@@ -26,6 +26,8 @@ import pytest
 from engine.config import flatten, resolve, to_dict
 from lrfr_tui.app import LrfrApp
 from lrfr_tui.gpus import fake_gpus
+from lrfr_tui.launch_form import FormError, LaunchForm, build_runs
+from lrfr_tui.runsdb import Store
 from lrfr_tui.scheduler import Scheduler
 from lrfr_tui.screens.compare import CompareScreen
 from lrfr_tui.screens.detail import DetailScreen
@@ -33,8 +35,7 @@ from lrfr_tui.screens.dialogs import ChoiceDialog, ConfirmDialog
 from lrfr_tui.screens.launch import LaunchScreen
 from lrfr_tui.screens.results import ResultsScreen
 from lrfr_tui.screens.runs import RunsScreen
-from lrfr_tui.store import Store
-from lrfr_tui.tui_data import FormError, LaunchForm, build_runs, downsample
+from lrfr_tui.tui_models import downsample
 from lrfr_tui.widgets.loss_plot import CurvePlot
 from tests.conftest import MICRO_OVERRIDES
 

@@ -17,9 +17,10 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
-from lrfr_tui import query
+from lrfr_tui import display, results_table, runsdb
+from lrfr_tui.runsdb import result_keys
 from lrfr_tui.significance import format_interval
-from lrfr_tui.tui_data import CompareSnapshot, load_compare, open_reader
+from lrfr_tui.tui_models import CompareSnapshot, load_compare, open_reader
 from lrfr_tui.widgets.loss_plot import CurvePlot, Line
 from lrfr_tui.widgets.status_bar import StatusBar
 from lrfr_tui.widgets.theme import status_style, theme_colour
@@ -29,18 +30,18 @@ TABLE4 = ("scface.zero_shot.rank1_d1", "scface.zero_shot.rank1_d2", "scface.zero
           "scface.zero_shot.rank1_mean", "xqlfw.acc", "lfw.acc")
 
 
-def table4_matrix(conn, run_ids: list[int]) -> query.Matrix:
+def table4_matrix(conn, run_ids: list[int]) -> results_table.Matrix:
     """Table 4 columns plus the low-resolution LFW columns any of the runs has, deltas to the first run."""
-    present = query.latest_results(conn, run_ids)
+    present = runsdb.latest_results(conn, run_ids)
     lowres = sorted({(p, r) for results in present.values() for (b, p, m, r) in results
                      if b == "lowres_lfw" and m == "acc" and r is not None}, key=lambda pr: -pr[1])
-    protocols = query.PROTOCOL_PREFERENCE["lowres_lfw"]
+    protocols = result_keys.PROTOCOL_PREFERENCE["lowres_lfw"]
     lowres_protocol = next((p for p in protocols if any(pp == p for pp, _ in lowres)), None)
     specs = list(TABLE4) + [f"lowres_lfw.{lowres_protocol}.acc@{r}" for p, r in lowres if p == lowres_protocol]
     try:
-        return query.results_matrix(conn, runs=run_ids, metrics=specs, baseline=run_ids[0])
+        return results_table.results_matrix(conn, runs=run_ids, metrics=specs, baseline=run_ids[0])
     except LrfrError:  # the first run has no results (yet): no deltas
-        return query.results_matrix(conn, runs=run_ids, metrics=specs)
+        return results_table.results_matrix(conn, runs=run_ids, metrics=specs)
 
 
 class CompareScreen(Screen):
@@ -55,7 +56,7 @@ class CompareScreen(Screen):
     ]
 
     class Loaded(Message):
-        def __init__(self, snapshot: CompareSnapshot | None, matrix: query.Matrix | None, error: str | None) -> None:
+        def __init__(self, snapshot: CompareSnapshot | None, matrix: results_table.Matrix | None, error: str | None) -> None:
             super().__init__()
             self.snapshot, self.matrix, self.error = snapshot, matrix, error
 
@@ -63,7 +64,7 @@ class CompareScreen(Screen):
         super().__init__()
         self.run_ids = list(run_ids)
         self.snapshot: CompareSnapshot | None = None
-        self.matrix: query.Matrix | None = None
+        self.matrix: results_table.Matrix | None = None
         self.metric = "loss"
         self.log_scale = False
         self.loads = 0
@@ -165,16 +166,16 @@ class CompareScreen(Screen):
         for row, label in zip(matrix.rows, matrix.row_labels(), strict=True):
             cells: list[Any] = [Text(f"#{row.id} {label}", no_wrap=True)]
             for j, col in enumerate(matrix.columns):
-                cell = Text(query.format_value(col.metric, row.values[j]), justify="right")
+                cell = Text(display.format_value(col.metric, row.values[j]), justify="right")
                 delta = row.deltas[j] if row.deltas is not None else None
                 if delta is not None:
-                    direction = query.better_direction(col.metric) * (1 if delta > 0 else -1 if delta < 0 else 0)
+                    direction = display.better_direction(col.metric) * (1 if delta > 0 else -1 if delta < 0 else 0)
                     style = good if direction > 0 else bad if direction < 0 else "dim"
-                    cell.append(f" {query.format_delta(col.metric, delta)}", style=style or "dim")
+                    cell.append(f" {display.format_delta(col.metric, delta)}", style=style or "dim")
                 cell.append(row.mark(j), style="bold")
                 bounds = row.interval(j)
                 if bounds is not None and row.values[j] is not None:
-                    cell.append("\n" + format_interval(*bounds, query.is_percent(col.metric)), style="dim")
+                    cell.append("\n" + format_interval(*bounds, display.is_percent(col.metric)), style="dim")
                 cells.append(cell)
             table.add_row(*cells, key=str(row.id), height=2 if matrix.has_uncertainty() else 1)
 

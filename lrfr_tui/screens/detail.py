@@ -17,18 +17,11 @@ from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPa
 from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
-from lrfr_tui import query
+from lrfr_tui import display, results_table
+from lrfr_tui.display import short_duration
 from lrfr_tui.screens.run_actions import RunActions
 from lrfr_tui.significance import format_interval
-from lrfr_tui.tui_data import (
-    LOSS_KEYS,
-    LR_KEY,
-    RATE_KEY,
-    DetailModel,
-    DetailSnapshot,
-    config_text,
-    short_duration,
-)
+from lrfr_tui.tui_models import LOSS_KEYS, LR_KEY, RATE_KEY, DetailModel, DetailSnapshot, config_text
 from lrfr_tui.widgets.loss_plot import CurvePlot, Line
 from lrfr_tui.widgets.status_bar import StatusBar
 from lrfr_tui.widgets.theme import status_style
@@ -184,12 +177,12 @@ class DetailScreen(RunActions, Screen):
         head.append(f"  GPUs {','.join(map(str, gpus))}" if gpus else "  CPU" if run["status"] == "running" else "")
         if run.get("started"):
             end = run.get("ended") or now
-            head.append(f"  {query.human_duration(end - run['started'])}", "dim")
+            head.append(f"  {display.human_duration(end - run['started'])}", "dim")
         second = Text(no_wrap=True, overflow="ellipsis", style="dim")
         bits = [f"preset {run['preset']}" if run.get("preset") else "", f"group {run['group_name']}"
                 if run.get("group_name") else "", " ".join(f"#{t}" for t in snap.tags),
                 f"host {run['host']}" if run.get("host") else "",
-                f"created {query.human_duration(now - run['created'])} ago"]
+                f"created {display.human_duration(now - run['created'])} ago"]
         second.append("  ".join(b for b in bits if b))
         lines = [head, second]
         if run.get("failure_reason") and run["status"] in ("failed", "killed"):
@@ -226,14 +219,14 @@ class DetailScreen(RunActions, Screen):
         for r in snap.results:
             res = "" if r["resolution"] is None else str(r["resolution"])
             bounds = r.get("ci95")
-            interval = format_interval(*bounds, query.is_percent(r["metric"])) if bounds else ""
-            table.add_row(r["benchmark"] + (query.STANDIN_MARK if r.get("standin") else ""), r["protocol"],
+            interval = format_interval(*bounds, display.is_percent(r["metric"])) if bounds else ""
+            table.add_row(r["benchmark"] + (results_table.STANDIN_MARK if r.get("standin") else ""), r["protocol"],
                           r["metric"], Text(res, justify="right"),
-                          Text(query.format_value(r["metric"], r["value"]), justify="right"),
+                          Text(display.format_value(r["metric"], r["value"]), justify="right"),
                           Text(interval, style="dim", justify="right"))
         # Under the table, what the stand-in mark means.
         self.query_one("#results-legend", Static).update(
-            query.STANDIN_LEGEND if any(r.get("standin") for r in snap.results) else "")
+            results_table.STANDIN_LEGEND if any(r.get("standin") for r in snap.results) else "")
         curve = snap.resolution_curve
         self.query_one("#plot-res", CurvePlot).show(
             [Line("acc %", [float(r) for r, _ in curve], [100 * v for _, v in curve])] if curve else [],

@@ -9,12 +9,12 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
-from lrfr_tui import query
+from lrfr_tui.runsdb import filters as filter_language_module
 
 
 def filter_language() -> str:
     """The filter-term table of ``lrfr_tui.query``'s docstring (one source for `lrfr ls` and the TUI)."""
-    doc = query.__doc__ or ""
+    doc = filter_language_module.__doc__ or ""
     start = doc.find("Filter terms")
     return doc[start:].strip() if start >= 0 else doc.strip()
 

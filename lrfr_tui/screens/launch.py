@@ -14,7 +14,8 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static, TextAr
 from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
-from lrfr_tui.tui_data import BuiltRun, FormError, LaunchForm, build_runs, launch
+from lrfr_tui.launch_form import BuiltRun, FormError, LaunchForm, build_runs
+from lrfr_tui.usecases import launch
 from lrfr_tui.widgets.status_bar import StatusBar
 
 DEFAULT_PRESET = "tiny"

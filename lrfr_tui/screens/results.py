@@ -19,11 +19,12 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
-from lrfr_tui import query
+from lrfr_tui import display, results_table, runsdb
 from lrfr_tui.paper_layout import attach_references, group_baseline_run, group_in_filter
 from lrfr_tui.screens.dialogs import ChoiceDialog
 from lrfr_tui.significance import format_interval
-from lrfr_tui.tui_data import export_results, open_reader
+from lrfr_tui.tui_models import open_reader
+from lrfr_tui.usecases import export_results
 from lrfr_tui.widgets.status_bar import StatusBar
 from lrfr_tui.widgets.theme import theme_colour
 
@@ -63,14 +64,14 @@ class ResultsScreen(Screen):
     ]
 
     class Loaded(Message):
-        def __init__(self, matrix: query.Matrix | None, error: str | None) -> None:
+        def __init__(self, matrix: results_table.Matrix | None, error: str | None) -> None:
             super().__init__()
             self.matrix, self.error = matrix, error
 
     def __init__(self, filter_text: str = "") -> None:
         super().__init__()
         self.filter_text = filter_text
-        self.matrix: query.Matrix | None = None
+        self.matrix: results_table.Matrix | None = None
         self.loads = 0
         self._wake = threading.Event()
         self._key: object = None
@@ -101,9 +102,9 @@ class ResultsScreen(Screen):
             try:
                 conn = open_reader(self.app.db)
                 try:
-                    filters = query.parse_filters(self.filter_text) if self.filter_text.strip() else []
+                    filters = runsdb.parse_filters(self.filter_text) if self.filter_text.strip() else []
                     group = group_in_filter(self.filter_text)
-                    matrix = query.results_matrix(conn, filters=filters, baseline=group_baseline_run(conn, group))
+                    matrix = results_table.results_matrix(conn, filters=filters, baseline=group_baseline_run(conn, group))
                     attach_references(conn, matrix, group)
                 finally:
                     conn.close()
@@ -146,18 +147,18 @@ class ResultsScreen(Screen):
             cells: list[Any] = [Text(str(row.id), justify="right"),
                                 Text(label + (" (baseline)" if row.baseline else ""), no_wrap=True)]
             for j, col in enumerate(matrix.columns):
-                text = query.format_value(col.metric, row.values[j])
+                text = display.format_value(col.metric, row.values[j])
                 style = f"bold {good}".strip() if i in best[j] else ("dim" if row.values[j] is None else "")
                 cell = Text(text, style=style, justify="right")
                 cell.append(row.mark(j), style="bold")
                 bounds = row.interval(j)
                 if bounds is not None and row.values[j] is not None:
-                    cell.append("\n" + format_interval(*bounds, query.is_percent(col.metric)), style="dim")
+                    cell.append("\n" + format_interval(*bounds, display.is_percent(col.metric)), style="dim")
                 cells.append(cell)
             table.add_row(*cells, key=str(row.id), height=height)
         for n, ref in enumerate(matrix.references):
             cells = [Text(""), Text(ref.name, style="italic dim", no_wrap=True)]
-            cells += [Text(query.format_value(c.metric, v) if v is not None else "", style="italic dim",
+            cells += [Text(display.format_value(c.metric, v) if v is not None else "", style="italic dim",
                            justify="right") for c, v in zip(matrix.columns, ref.values, strict=True)]
             table.add_row(*cells, key=f"ref-{n}")
         if keep is not None:

@@ -11,8 +11,10 @@ from textual import work
 
 from engine.errors import LrfrError
 from lrfr_tui.app import LrfrApp
+from lrfr_tui.launch_form import duplicate_form
 from lrfr_tui.screens.dialogs import ConfirmDialog, PromptDialog
-from lrfr_tui.tui_data import duplicate_form, kill_runs, open_reader, resume_runs, tag_runs
+from lrfr_tui.tui_models import open_reader
+from lrfr_tui.usecases import kill_runs, resume_runs, tag_runs
 
 
 class RunActions:

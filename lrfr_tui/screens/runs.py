@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
 from lrfr_tui.screens.run_actions import RunActions
-from lrfr_tui.tui_data import RunsModel, RunsSnapshot
+from lrfr_tui.tui_models import RunsModel, RunsSnapshot
 from lrfr_tui.widgets.runs_table import SPECS, RunsTable
 from lrfr_tui.widgets.status_bar import StatusBar
 

@@ -16,8 +16,9 @@ from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
-from lrfr_tui import query
-from lrfr_tui.tui_data import RunLine, short_duration
+from lrfr_tui import display
+from lrfr_tui.display import short_duration
+from lrfr_tui.tui_models import RunLine
 from lrfr_tui.widgets.sparkline import sparkline
 from lrfr_tui.widgets.theme import status_style, theme_colour
 
@@ -60,7 +61,7 @@ def _result(label: str) -> tuple[Callable[[RunLine, float], str], Callable[[RunL
 
     def text(line: RunLine, now: float) -> str:
         value = line.results.get(label)
-        return "" if value is None else query.format_value(metric, value)
+        return "" if value is None else display.format_value(metric, value)
 
     def sort(line: RunLine) -> float:
         value = line.results.get(label)

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from lrfr_tui.tui_data import QueueState
+from lrfr_tui.tui_queue import QueueState
 from lrfr_tui.widgets.theme import theme_colour
 
 

@@ -2,159 +2,33 @@
 
 WAL mode and a busy timeout let a training process write while the TUI and the query commands
 read; metric points are buffered and written in batches so training never waits on the disk.
+``Store`` is the only writer of runs.db; each status change is one method, guarded by the
+transition table in ``runsdb.states``.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import json
-import math
-import os
 import socket
 import sqlite3
-import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lrfr_tui.runsdb.states as states
 from engine.errors import LrfrError
 from lrfr_tui.launchers.local import process_start_ticks
-from lrfr_tui.migrations import SCHEMA_VERSION, migrate
+from lrfr_tui.runsdb.base import PENDING_FILE, StoreError, db_errors
+from lrfr_tui.runsdb.codec import decode, encode, pack_outcomes
+from lrfr_tui.runsdb.migrations import SCHEMA_VERSION, migrate
+from lrfr_tui.runsdb.run import Run, git_commit, result_source_key
+from lrfr_tui.runsdb.states import ACTIVE_STATUSES, RESUMABLE_STATUSES, STATUSES
 
-DEFAULT_DB = "runs.db"
-STATUSES = ("queued", "running", "finished", "failed", "killed")
-FINAL_STATUSES = ("finished", "failed", "killed")
-RESUMABLE_STATUSES = ("killed", "failed")
-# Where a worker leaves what it could not write into runs.db (the store was locked or the disk
-# full when it ended): whoever next reads the run applies it (``Store.get_run``).
-PENDING_FILE = "pending.jsonl"
 # Settling a dead run is a courtesy write of a reader: it gives up on a held lock after this long.
 SETTLE_BUSY_TIMEOUT_MS = 1000
-
-
-class StoreError(LrfrError):
-    """runs.db is missing, locked, corrupt or from a newer lrfr."""
-
-
-def store_error(exc: sqlite3.DatabaseError) -> StoreError:
-    """A one-line StoreError for an SQLite error met while querying or writing."""
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return StoreError(f"runs database is busy ({text}): another process holds its write lock; try again")
-    if "readonly" in text:
-        return StoreError(f"runs database is read-only ({text})")
-    return StoreError(f"runs database error: {text}")
-
-
-def db_errors(func):
-    """Decorator: SQLite errors while querying (locked, corrupt, read-only) become one-line StoreErrors."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except sqlite3.DatabaseError as exc:
-            raise store_error(exc) from None
-
-    return wrapper
-
-
-def db_path(explicit: str | Path | None = None) -> Path:
-    """``--db`` wins, then ``$LRFR_DB``, then ./runs.db."""
-    return Path(explicit or os.environ.get("LRFR_DB") or DEFAULT_DB)
-
-
-def runs_root(db: Path) -> Path:
-    """Run directories live in ``runs/`` beside the database."""
-    return db.resolve().parent / "runs"
-
-
-def _encode(value: float) -> tuple[float | None, str | None]:
-    value = float(value)
-    if math.isnan(value):
-        return None, "nan"
-    if math.isinf(value):
-        return None, "inf" if value > 0 else "-inf"
-    return value, None
-
-
-def decode(value: float | None, special: str | None) -> float:
-    return float(special) if special else float(value) if value is not None else float("nan")
-
-
-def pack_outcomes(correct) -> tuple[int, bytes]:
-    """(n, bits): a boolean per item as ``numpy.packbits`` bytes (6,000 pairs: 750 bytes)."""
-    import numpy as np
-
-    flags = np.asarray(correct, dtype=bool).ravel()
-    return len(flags), np.packbits(flags).tobytes()
-
-
-def unpack_outcomes(n: int, bits: bytes):
-    import numpy as np
-
-    return np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=int(n)).astype(bool)
-
-
-def git_commit() -> str | None:
-    """The lrfr source tree's commit, if it is a git checkout (an installed wheel has none)."""
-    src = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-@dataclass
-class Run:
-    id: int
-    name: str
-    preset: str | None
-    status: str
-    created: float
-    started: float | None
-    ended: float | None
-    exit_code: int | None
-    failure_reason: str | None
-    host: str | None
-    git_commit: str | None
-    command: str | None
-    step: int
-    total_steps: int | None
-    run_dir: str | None
-    config: dict[str, Any]
-    parent_id: int | None = None
-    pid: int | None = None
-    heartbeat: float | None = None
-    launcher: str | None = None
-    job_id: str | None = None
-    gpus: list[int] | None = None  # physical GPU indices the scheduler gave the run
-    gpus_requested: int = 0
-    group_name: str | None = None
-    log_path: str | None = None
-    queue_pos: float | None = None
-    deleted: bool = False
-    uuid: str | None = None  # the run's identity: its checkpoints carry it (engine.train run_uuid)
-    pid_start: int | None = None  # start time of ``pid`` (ticks after boot): tells a recycled pid
-
-    @property
-    def is_final(self) -> bool:
-        return self.status in FINAL_STATUSES
-
-
-def result_source_key(source: dict[str, Any] | None) -> str | None:
-    """``standin:<size>`` for a synthetic stand-in, ``catalog:<dataset>:<checksum>`` for a catalog dataset;
-    None for an unknown source. Two results of one run with the same key measured the same data."""
-    if not source or not source.get("kind"):
-        return None
-    if source["kind"] == "standin":
-        return f"standin:{str(source.get('dataset', '')).removeprefix('standin-')}"
-    return f"{source['kind']}:{source.get('dataset', '')}:{source.get('checksum') or ''}"
 
 
 class Store:
@@ -297,9 +171,10 @@ class Store:
                 if ops:
                     self._apply_ops(run.id, ops)
                 if ended is None:
+                    allowed, starts = states.guard("fail_dead")
                     self.conn.execute(
                         "UPDATE runs SET status='failed', ended=?, exit_code=COALESCE(exit_code, 1), "
-                        "failure_reason=? WHERE id=? AND status='running'", (time.time(), reason, run.id))
+                        f"failure_reason=? WHERE id=? AND {allowed}", (time.time(), reason, run.id, *starts))
             if pending_path is not None and ops:
                 pending_path.replace(pending_path.with_name(PENDING_FILE + ".applied"))
         except (sqlite3.Error, OSError):
@@ -354,11 +229,13 @@ class Store:
     def claim(self, run_id: int, scheduler: str, gpus: list[int], launcher: str, log_path: Path,
               run_dir: Path) -> bool:
         """queued -> running, atomically: False if another scheduler (or a kill) got there first."""
+        allowed, starts = states.guard("claim")
         cur = self.conn.execute(
             "UPDATE runs SET status='running', scheduler=?, gpus=?, launcher=?, log_path=?, run_dir=?, "
             "heartbeat=?, started=COALESCE(started, ?), ended=NULL, exit_code=NULL, failure_reason=NULL "
-            "WHERE id=? AND status='queued'",
-            (scheduler, json.dumps(gpus), launcher, str(log_path), str(run_dir), time.time(), time.time(), run_id),
+            f"WHERE id=? AND {allowed}",
+            (scheduler, json.dumps(gpus), launcher, str(log_path), str(run_dir), time.time(), time.time(), run_id,
+             *starts),
         )
         return cur.rowcount == 1
 
@@ -370,20 +247,20 @@ class Store:
         if not claimed:
             run = self.get_run(run_id)
             raise StoreError(f"run {run_id} is {run.status}; only killed or failed runs can be resumed"
-                             + (" (another resume got there first)" if run.status in ("queued", "running") else ""))
+                             + (" (another resume got there first)" if run.status in ACTIVE_STATUSES else ""))
 
     def claim_here(self, run_id: int, pid: int, from_statuses: Sequence[str] = RESUMABLE_STATUSES,
                    launcher: str = "foreground") -> bool:
         """``from_statuses`` -> running in process ``pid`` of this host, atomically: of two
         processes claiming one run (two `lrfr resume N`, a scheduler and a foreground run) exactly
         one gets True."""
-        marks = ",".join("?" * len(from_statuses))
+        allowed, starts = states.guard("claim_here", tuple(from_statuses))
         now = time.time()
         cur = self.conn.execute(
             "UPDATE runs SET status='running', launcher=?, pid=?, pid_start=?, host=?, heartbeat=?, "
             "started=COALESCE(started, ?), gpus=NULL, job_id=NULL, ended=NULL, exit_code=NULL, "
-            f"failure_reason=NULL WHERE id=? AND status IN ({marks})",
-            (launcher, pid, process_start_ticks(pid), socket.gethostname(), now, now, run_id, *from_statuses))
+            f"failure_reason=NULL WHERE id=? AND {allowed}",
+            (launcher, pid, process_start_ticks(pid), socket.gethostname(), now, now, run_id, *starts))
         return cur.rowcount == 1
 
     def claim_for_resume(self, run_id: int, pid: int) -> None:
@@ -396,10 +273,11 @@ class Store:
         """killed | failed -> queued at the end of the queue, atomically (resume keeps its directory
         and checkpoint); a StoreError if the run is not resumable (or another resume won)."""
         self.get_run(run_id)
+        allowed, starts = states.guard("requeue")
         cur = self.conn.execute(
             "UPDATE runs SET status='queued', ended=NULL, exit_code=NULL, failure_reason=NULL, pid=NULL, "
             "job_id=NULL, gpus=NULL, queue_pos=(SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM runs) "
-            "WHERE id=? AND status IN (?, ?)", (run_id, *RESUMABLE_STATUSES))
+            f"WHERE id=? AND {allowed}", (run_id, *starts))
         self._check_resumable(run_id, cur.rowcount == 1)
 
     def move_in_queue(self, run_id: int, position: int) -> None:
@@ -415,14 +293,16 @@ class Store:
 
     def kill_queued(self, run_id: int) -> bool:
         """queued -> killed (a run that never started); False if it left the queue meanwhile."""
-        cur = self.conn.execute("UPDATE runs SET status='killed', ended=? WHERE id=? AND status='queued'",
-                                (time.time(), run_id))
+        allowed, starts = states.guard("kill_queued")
+        cur = self.conn.execute(f"UPDATE runs SET status='killed', ended=? WHERE id=? AND {allowed}",
+                                (time.time(), run_id, *starts))
         return cur.rowcount == 1
 
     def kill_forced(self, run_id: int, reason: str) -> bool:
         """running -> killed for a run stopped by SIGKILL: nothing else will write its status."""
-        cur = self.conn.execute("UPDATE runs SET status='killed', ended=?, failure_reason=? WHERE id=? "
-                                "AND status='running'", (time.time(), reason, run_id))
+        allowed, starts = states.guard("kill_forced")
+        cur = self.conn.execute(f"UPDATE runs SET status='killed', ended=?, failure_reason=? WHERE id=? AND {allowed}",
+                                (time.time(), reason, run_id, *starts))
         return cur.rowcount == 1
 
     # ------------------------------------------------------------ what users attach to runs
@@ -458,7 +338,7 @@ class Store:
         Returns the ids whose flag changed."""
         rows = [self._known(i) for i in run_ids]
         if deleted and not force:
-            active = [r for r in rows if r["status"] in ("queued", "running")]
+            active = [r for r in rows if r["status"] in ACTIVE_STATUSES]
             if active:
                 r = active[0]
                 raise LrfrError(f"run {r['id']} is {r['status']}: stop it first, or pass --force to hide it anyway")
@@ -475,9 +355,10 @@ class Store:
 
     def fail_if_running(self, run_id: int, reason: str, exit_code: int = 1) -> bool:
         """Mark a run whose process vanished as failed - unless it reported an end meanwhile."""
+        allowed, starts = states.guard("fail_dead")
         cur = self.conn.execute(
-            "UPDATE runs SET status='failed', ended=?, exit_code=?, failure_reason=? WHERE id=? AND status='running'",
-            (time.time(), exit_code, reason, run_id))
+            f"UPDATE runs SET status='failed', ended=?, exit_code=?, failure_reason=? WHERE id=? AND {allowed}",
+            (time.time(), exit_code, reason, run_id, *starts))
         return cur.rowcount == 1
 
     def mark_progress(self, run_id: int, step: int, total_steps: int | None = None) -> None:
@@ -487,8 +368,7 @@ class Store:
         )
 
     def mark_ended(self, run_id: int, status: str, exit_code: int | None, reason: str | None = None) -> None:
-        if status not in STATUSES:
-            raise ValueError(f"unknown status {status}")
+        states.check_target("end", status)
         self.conn.execute(
             "UPDATE runs SET status=?, ended=?, exit_code=?, failure_reason=? WHERE id=?",
             (status, time.time(), exit_code, reason, run_id),
@@ -499,7 +379,7 @@ class Store:
     def add_metrics(self, run_id: int, points: Iterable[tuple[str, int, float, float]]) -> None:
         """``points``: (key, step, value, wall time). One transaction for the whole batch; a point
         at a (key, step) already stored replaces it (one point per step, whatever happened)."""
-        rows = [(run_id, key, step, *_encode(value), wall) for key, step, value, wall in points]
+        rows = [(run_id, key, step, *encode(value), wall) for key, step, value, wall in points]
         if rows:
             with self.transaction():
                 self.conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
@@ -521,7 +401,7 @@ class Store:
         for op, *args in ops:
             if op == "metrics":
                 self.conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
-                                      [(run_id, k, st, *_encode(v), w) for k, st, v, w in args[0]])
+                                      [(run_id, k, st, *encode(v), w) for k, st, v, w in args[0]])
             elif op == "progress":
                 step, total = args
                 self.conn.execute("UPDATE runs SET step=?, total_steps=COALESCE(?, total_steps), heartbeat=? "
@@ -554,8 +434,7 @@ class Store:
                     (run_dir, pid, now, run_id))
             elif op == "ended":
                 status, code, reason, wall = args
-                if status not in FINAL_STATUSES:
-                    raise ValueError(f"a run ends finished, failed or killed, not {status}")
+                states.check_target("end", status)
                 self.conn.execute("UPDATE runs SET status=?, ended=?, exit_code=?, failure_reason=? WHERE id=?",
                                   (status, wall, code, reason, run_id))
             else:
