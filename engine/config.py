@@ -12,12 +12,14 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from engine.errors import ConfigError
+from engine.evaluate.registry import LOWRES_MODES, SCFACE_PROTOCOLS, parse_benchmark
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,7 +106,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    # Any of: lfw, xqlfw, scface, tinyface, lowres_lfw (see `engine.evaluate.benchmarks`), each on its own
+    # Any of: lfw, xqlfw, scface, tinyface, lowres_lfw (declared in `engine.evaluate.registry`), each on its own
     # catalog entry (lowres_lfw reads lfw), or BENCH=DATASET to run that protocol on another registered
     # dataset of a format it reads: "xqlfw=my_pairs" (results under the benchmark "xqlfw:my_pairs").
     benchmarks: list[str] = field(default_factory=lambda: ["lfw", "xqlfw", "scface"])
@@ -173,7 +175,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.amp": ("auto", "off", "bf16", "fp16"),
     "eval.source": ("catalog", "synthetic"),
     "eval.standin_size": ("tiny", "test"),
-    "eval.lowres_mode": ("second", "both", "random"),
+    "eval.lowres_mode": LOWRES_MODES,  # one protocol each (engine.evaluate.registry)
     "launch.launcher": ("local", "slurm"),
 }
 
@@ -230,54 +232,71 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Convert ``value`` (a TOML value or an override string) to the field's type, or raise."""
-    origin = get_origin(annotation)
-    if origin is list:
+    if get_origin(annotation) is list:
         (item_type,) = get_args(annotation)
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                text = text[1:-1] if text.endswith("]") else text[1:]
-            items: list[Any] = [v for v in (s.strip() for s in text.split(",")) if v]
-        elif isinstance(value, (list, tuple)):
-            items = list(value)
-        else:
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(key, item, item_type) for item in items]
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        try:
-            as_float = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
-        if not as_float.is_integer():
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return int(as_float)
-    if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        # inf passes range checks such as "> 0" and nan fails them with a confusing message; both only
-        # break once training runs. One rule here covers every float key (list items included).
-        if not math.isfinite(number):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return number
-    if annotation is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    raise ConfigError(f"{key}: unsupported type {annotation!r}")  # pragma: no cover
+        return [_coerce(key, item, item_type) for item in _list_items(key, value)]
+    convert = _SCALARS.get(annotation)
+    if convert is None:
+        raise ConfigError(f"{key}: unsupported type {annotation!r}")  # pragma: no cover
+    return convert(key, value)
+
+
+def _list_items(key: str, value: Any) -> list[Any]:
+    """The items of a list value: a TOML array, or an override string ``[a, b]`` / ``a,b`` (brackets optional)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            text = text[1:-1] if text.endswith("]") else text[1:]
+        return [v for v in (s.strip() for s in text.split(",")) if v]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ConfigError(f"{key}: expected a list, got {value!r}")
+
+
+def _to_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {value!r}")
+
+
+def _to_int(key: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if not as_float.is_integer():
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    return int(as_float)
+
+
+def _to_float(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    # inf passes range checks such as "> 0" and nan fails them with a confusing message; both only
+    # break once training runs. One rule here covers every float key (list items included).
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return number
+
+
+def _to_str(key: str, value: Any) -> str:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return str(value)
+
+
+# The field types a config key can have (besides list[...] of them), and how a value becomes one.
+_SCALARS: dict[type, Callable[[str, Any], Any]] = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
 def set_value(cfg: RunConfig, key: str, value: Any) -> None:
@@ -387,7 +406,7 @@ def validate(cfg: RunConfig, *, here: bool = True) -> None:
     check(cfg.train.checkpoint_every_epochs >= 1, "train.checkpoint_every_epochs", "must be >= 1")
     check(all(r >= 1 for r in cfg.eval.resolutions), "eval.resolutions", "must be positive")
     check(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
-    check(all(p in ("zero_shot", "finetune", "zero_shot_all130") for p in cfg.eval.scface_protocols),
+    check(all(p in SCFACE_PROTOCOLS for p in cfg.eval.scface_protocols),
           "eval.scface_protocols", "use any of zero_shot (80 DCR test ids), finetune, zero_shot_all130")
     check(cfg.eval.scface_train_ids >= 1, "eval.scface_train_ids", "must be >= 1")
     check(cfg.eval.finetune_epochs >= 1, "eval.finetune_epochs", "must be >= 1")
@@ -402,8 +421,6 @@ def validate(cfg: RunConfig, *, here: bool = True) -> None:
     from engine.augment import check_distinct_resolutions  # local import: augment pulls in torch
 
     check_distinct_resolutions(cfg.augment.resolutions, key="augment.resolutions")
-    from engine.evaluate import parse_benchmark  # local import: avoids a cycle at import time
-
     for bench in cfg.eval.benchmarks:
         spec = parse_benchmark(bench)  # ConfigError for an unknown benchmark or a malformed BENCH=DATASET
         if spec.dataset is not None and cfg.eval.source != "catalog":

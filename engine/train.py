@@ -249,162 +249,230 @@ def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resum
     device = select_device(cfg.train.device, env)
     if env.world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    run_dir = Path(run_dir)
     t_start = time.perf_counter()
 
-    torch.manual_seed(cfg.train.seed + env.rank)
-    if dataset is None:
-        dataset = build_train_dataset(cfg, reporter if env.is_main else None)
-    num_classes = dataset.num_classes
-
-    if cfg.optim.batch_size % env.world_size:
-        raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is not divisible by {env.world_size} processes")
-    per_rank_batch = cfg.optim.batch_size // env.world_size
-    steps_per_epoch = len(dataset) // cfg.optim.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"dataset has {len(dataset)} images, fewer than one batch of {cfg.optim.batch_size}")
-    total_steps = steps_per_epoch * cfg.schedule.epochs
-    if cfg.schedule.max_steps:
-        total_steps = min(total_steps, cfg.schedule.max_steps)
-
-    backbone = build_backbone(cfg)
-    if init_backbone is not None:
-        backbone.load_state_dict(init_backbone)
-    head = build_head(cfg.loss.head, cfg.model.embedding_size, num_classes, s=cfg.loss.s, m=cfg.loss.m)
-    siamese_lr = bool(cfg.augment.resolutions)
-    distance = (build_distance_loss(cfg.loss.distance, p=cfg.loss.p, reduction=cfg.loss.reduction, beta=cfg.loss.beta)
-                if siamese_lr else None)
-    module = SiameseModule(backbone, head, distance, cfg.loss.lambda_).to(device)
-    # Channels-last helps on the CPU too (oneDNN convolutions): measured 1.5x per step at 112 px.
-    channels_last = cfg.train.channels_last
-    if channels_last:
-        module.backbone.to(memory_format=torch.channels_last)
-
-    optimizer = torch.optim.SGD(module.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
-    autocast_dtype = amp_dtype(cfg.train.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype is torch.float16)
-    aug_gen = torch.Generator().manual_seed(cfg.train.seed * 7919 + 17 + env.rank)
-    sampler = ResolutionSampler(tuple(cfg.augment.resolutions), tuple(cfg.augment.weights)) if siamese_lr else None
-
-    step = 0
-    last = run_dir / ckpt.LAST
+    # The steps below run in this order on purpose: the global RNG seeded first draws the model's initial
+    # weights, and a resume then replaces weights and RNG states before anything else consumes them.
+    run = _Training(cfg, Path(run_dir), reporter, env, device, dataset, init_backbone, run_uuid)
     if env.is_main:
-        ckpt.remove_stale_temps(last)
-    if resume and last.exists():
+        ckpt.remove_stale_temps(run.last)
+    if resume and run.last.exists():
+        run.resume()
+    run.wrap_for_ddp()
+
+    if env.is_main:
+        reporter.start(run.total_steps, run.step)
+    run.module.train()
+    window = _Window(device)
+    with stop_on_signals(stop):
+        run.run_epochs(window, stop)
+    final = run.save("final")
+    run.module.eval()
+    return TrainResult(run.module.backbone, run.step, run.total_steps, final, time.perf_counter() - t_start, device)
+
+
+class _Training:
+    """One ``train`` call's state: the data and its step counts, the model, optimiser, AMP scaler and RNG
+    streams, and ``step``, the number of optimiser steps taken (what a checkpoint resumes from)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, reporter: Reporter, env: DistEnv, device: torch.device,
+                 dataset: Dataset | None, init_backbone: dict[str, Tensor] | None, run_uuid: str | None) -> None:
+        self.cfg, self.reporter, self.env, self.device, self.run_uuid = cfg, reporter, env, device, run_uuid
+        self.last = run_dir / ckpt.LAST
+        self.step = 0
+        torch.manual_seed(cfg.train.seed + env.rank)
+        self._setup_data(dataset)
+        self._setup_model(init_backbone)
+        self._setup_optimiser()
+        self._setup_augmentation()
+
+    def _setup_data(self, dataset: Dataset | None) -> None:
+        cfg, env = self.cfg, self.env
+        if dataset is None:
+            dataset = build_train_dataset(cfg, self.reporter if env.is_main else None)
+        self.dataset = dataset
+        self.num_classes = dataset.num_classes
+        if cfg.optim.batch_size % env.world_size:
+            raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is not divisible by {env.world_size} "
+                              f"processes")
+        self.per_rank_batch = cfg.optim.batch_size // env.world_size
+        self.steps_per_epoch = len(dataset) // cfg.optim.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"dataset has {len(dataset)} images, fewer than one batch of {cfg.optim.batch_size}")
+        self.total_steps = self.steps_per_epoch * cfg.schedule.epochs
+        if cfg.schedule.max_steps:
+            self.total_steps = min(self.total_steps, cfg.schedule.max_steps)
+
+    def _setup_model(self, init_backbone: dict[str, Tensor] | None) -> None:
+        cfg = self.cfg
+        backbone = build_backbone(cfg)
+        if init_backbone is not None:
+            backbone.load_state_dict(init_backbone)
+        head = build_head(cfg.loss.head, cfg.model.embedding_size, self.num_classes, s=cfg.loss.s, m=cfg.loss.m)
+        siamese_lr = bool(cfg.augment.resolutions)
+        distance = (build_distance_loss(cfg.loss.distance, p=cfg.loss.p, reduction=cfg.loss.reduction,
+                                        beta=cfg.loss.beta)
+                    if siamese_lr else None)
+        self.module = SiameseModule(backbone, head, distance, cfg.loss.lambda_).to(self.device)
+        # Channels-last helps on the CPU too (oneDNN convolutions): measured 1.5x per step at 112 px.
+        self.channels_last = cfg.train.channels_last
+        if self.channels_last:
+            self.module.backbone.to(memory_format=torch.channels_last)
+        # What the forward pass runs: the module itself, or its DDP wrapper (wrap_for_ddp).
+        self.ddp_module: nn.Module = self.module
+
+    def _setup_optimiser(self) -> None:
+        cfg, device = self.cfg, self.device
+        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                         weight_decay=cfg.optim.weight_decay)
+        autocast_dtype = amp_dtype(cfg.train.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype is torch.float16)
+        self.autocast = ((lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype
+                         else nullcontext)
+
+    def _setup_augmentation(self) -> None:
+        cfg = self.cfg
+        # The LR copies' own stream per rank (a checkpoint saves it): flips and resolutions do not depend on
+        # how much the model consumed of the global RNG.
+        self.aug_gen = torch.Generator().manual_seed(cfg.train.seed * 7919 + 17 + self.env.rank)
+        self.sampler = (ResolutionSampler(tuple(cfg.augment.resolutions), tuple(cfg.augment.weights))
+                        if cfg.augment.resolutions else None)
+
+    def resume(self) -> None:
+        """Weights, optimiser, scaler, RNG streams and step from ``checkpoint.pt`` (of this run only)."""
+        last, env = self.last, self.env
         state = ckpt.load(last)
-        ckpt.check_belongs(state, last, run_uuid, to_dict(cfg))
+        ckpt.check_belongs(state, last, self.run_uuid, to_dict(self.cfg))
         try:
-            module.backbone.load_state_dict(state["backbone"])
-            module.head.load_state_dict(state["head"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
+            self.module.backbone.load_state_dict(state["backbone"])
+            self.module.head.load_state_dict(state["head"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
             # A resume with a different number of processes falls back to rank 0's streams.
             saved_rank = env.rank if env.rank < len(state["aug_rng"]) else 0
-            aug_gen.set_state(state["aug_rng"][saved_rank])
+            self.aug_gen.set_state(state["aug_rng"][saved_rank])
             torch.set_rng_state(state["torch_rng"][saved_rank])
-            step = int(state["step"])
+            self.step = int(state["step"])
         except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
             raise ckpt.CheckpointMismatch(f"{last} does not fit this run's model: {exc}") from None
         if env.is_main:
-            reporter.event("resume", f"resumed from {last} at step {step}", step=step)
+            self.reporter.event("resume", f"resumed from {last} at step {self.step}", step=self.step)
 
-    ddp_module: nn.Module = module
-    if env.world_size > 1:
-        ddp_module = nn.parallel.DistributedDataParallel(
-            module, device_ids=[device.index] if device.type == "cuda" else None)
+    def wrap_for_ddp(self) -> None:
+        """Under torchrun, the forward pass goes through DDP. Called after ``resume``, as before this split:
+        DDP's constructor broadcasts rank 0's parameters and buffers to the other ranks."""
+        if self.env.world_size > 1:
+            device = self.device
+            self.ddp_module = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def save(reason: str) -> Path:
-        rng_states = [(aug_gen.get_state(), torch.get_rng_state())]
+    def save(self, reason: str) -> Path:
+        """Write ``checkpoint.pt`` (rank 0; every rank must call it, for the RNG states' all-gather)."""
+        env = self.env
+        rng_states = [(self.aug_gen.get_state(), torch.get_rng_state())]
         if env.world_size > 1:
             gathered: list = [None] * env.world_size
             dist.all_gather_object(gathered, rng_states[0])
             rng_states = gathered
         if not env.is_main:
-            return last
+            return self.last
         state = {
-            "backbone": module.backbone.state_dict(),
-            "head": module.head.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
+            "backbone": self.module.backbone.state_dict(),
+            "head": self.module.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             # Per rank: (augmentation generator state, torch global RNG state used by dropout).
             "aug_rng": [a for a, _ in rng_states],
             "torch_rng": [t for _, t in rng_states],
-            "step": step,
-            "total_steps": total_steps,
-            "num_classes": num_classes,
-            "config": to_dict(cfg),
-            "run_uuid": run_uuid,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "num_classes": self.num_classes,
+            "config": to_dict(self.cfg),
+            "run_uuid": self.run_uuid,
         }
-        ckpt.save_atomic(state, last)
-        reporter.event("checkpoint", f"checkpoint at step {step} ({reason})", step=step, path=str(last))
-        reporter.artifact("checkpoint", last)
-        return last
+        ckpt.save_atomic(state, self.last)
+        self.reporter.event("checkpoint", f"checkpoint at step {self.step} ({reason})", step=self.step,
+                            path=str(self.last))
+        self.reporter.artifact("checkpoint", self.last)
+        return self.last
 
-    autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
-
-    def optimisation_step(images: Tensor, labels: Tensor, lr: float) -> tuple[Tensor, Tensor, int]:
+    def optimisation_step(self, images: Tensor, labels: Tensor, lr: float) -> tuple[Tensor, Tensor, int]:
+        """One SGD step on a uint8 batch: (classification loss, distance loss, forward passes per image)."""
+        cfg, device, optimizer, scaler = self.cfg, self.device, self.optimizer, self.scaler
         for group in optimizer.param_groups:
             group["lr"] = lr
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        hr, lr_images = augment_batch(images, sampler, cfg.augment.flip, aug_gen)
-        x_hr = to_model_input(hr, channels_last)
-        x_lr = to_model_input(lr_images, channels_last) if lr_images is not None else None
-        with autocast():
-            loss_cls, loss_dist = ddp_module(x_hr, x_lr, labels)
+        hr, lr_images = augment_batch(images, self.sampler, cfg.augment.flip, self.aug_gen)
+        x_hr = to_model_input(hr, self.channels_last)
+        x_lr = to_model_input(lr_images, self.channels_last) if lr_images is not None else None
+        with self.autocast():
+            loss_cls, loss_dist = self.ddp_module(x_hr, x_lr, labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss_cls + loss_dist).backward()
         if cfg.optim.clip_grad_norm > 0:
             scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.clip_grad_norm)
+            nn.utils.clip_grad_norm_(self.module.parameters(), cfg.optim.clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         return loss_cls.detach(), loss_dist.detach(), 2 if x_lr is not None else 1
 
-    if env.is_main:
-        reporter.start(total_steps, step)
-    module.train()
-    window = _Window(device)
-    num_workers = cfg.data.num_workers
-    with stop_on_signals(stop):
-        while step < total_steps:
-            epoch, in_epoch = divmod(step, steps_per_epoch)
-            batch_sampler = EpochBatchSampler(len(dataset), per_rank_batch, cfg.train.seed, epoch, env, skip=in_epoch)
-            loader = DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
-                                collate_fn=collate_skip, pin_memory=device.type == "cuda",
-                                persistent_workers=False, worker_init_fn=ignore_stop_signals)
-            for images, labels, skipped in iterate(loader):
-                if skipped and env.is_main:
-                    reporter.event("skipped_images", f"{skipped} unreadable images skipped", count=skipped)
-                lr = lr_at(step, steps_per_epoch, cfg.optim.lr, cfg.schedule)
-                if len(images):  # in skip mode a batch can be all unreadable images: count the step only
-                    loss_cls, loss_dist, branches = optimisation_step(images, labels, lr)
-                    window.add(loss_cls, loss_dist, len(images) * env.world_size, branches)
-                step += 1
+    def epoch_loader(self) -> DataLoader:
+        """The rest of the current epoch: its seeded order, without the batches already trained on."""
+        epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+        batch_sampler = EpochBatchSampler(len(self.dataset), self.per_rank_batch, self.cfg.train.seed, epoch,
+                                          self.env, skip=in_epoch)
+        return DataLoader(self.dataset, batch_sampler=batch_sampler, num_workers=self.cfg.data.num_workers,
+                          collate_fn=collate_skip, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False, worker_init_fn=ignore_stop_signals)
 
-                if (step % cfg.train.log_every == 0 or step == total_steps) and window.steps:
-                    values = window.flush()
-                    if not math.isfinite(values["loss"]):
-                        raise TrainingDiverged(f"loss became {values['loss']} at step {step}; "
-                                               f"last good checkpoint: {last if last.exists() else 'none'}")
-                    if env.is_main:
-                        values["lr"] = lr
-                        values["epoch"] = step / steps_per_epoch
-                        reporter.metrics(step, values)
-                epoch_done = step % steps_per_epoch == 0
-                if epoch_done and (step // steps_per_epoch) % cfg.train.checkpoint_every_epochs == 0:
-                    save(f"epoch {step // steps_per_epoch}")
-                # Under DDP the ranks agree on a stop only at log steps: one small all-reduce there
-                # instead of a host sync every step (a SIGTERM then waits at most log_every steps).
-                if (env.world_size == 1 or step % cfg.train.log_every == 0) and _stop_requested(stop, env, device):
-                    path = save(f"stop: {stop.reason or 'requested'}")
-                    raise TrainingInterrupted(step, path, stop.reason or "requested")
-                if step >= total_steps:
+    def run_epochs(self, window: _Window, stop: StopFlag) -> None:
+        """Train until ``total_steps``: after each step, log, checkpoint and stop when due."""
+        while self.step < self.total_steps:
+            for images, labels, skipped in iterate(self.epoch_loader()):
+                if skipped and self.env.is_main:
+                    self.reporter.event("skipped_images", f"{skipped} unreadable images skipped", count=skipped)
+                lr = lr_at(self.step, self.steps_per_epoch, self.cfg.optim.lr, self.cfg.schedule)
+                if len(images):  # in skip mode a batch can be all unreadable images: count the step only
+                    loss_cls, loss_dist, branches = self.optimisation_step(images, labels, lr)
+                    window.add(loss_cls, loss_dist, len(images) * self.env.world_size, branches)
+                self.step += 1
+                self.log(window, lr)
+                self.checkpoint_if_due()
+                self.stop_if_requested(stop)
+                if self.step >= self.total_steps:
                     break
-    final = save("final")
-    module.eval()
-    return TrainResult(module.backbone, step, total_steps, final, time.perf_counter() - t_start, device)
+
+    def log(self, window: _Window, lr: float) -> None:
+        """Every ``log_every`` steps and at the end: the window's mean losses and throughput (rank 0 reports
+        them); a non-finite mean loss ends the run with ``TrainingDiverged``."""
+        step = self.step
+        if not ((step % self.cfg.train.log_every == 0 or step == self.total_steps) and window.steps):
+            return
+        values = window.flush()
+        if not math.isfinite(values["loss"]):
+            raise TrainingDiverged(f"loss became {values['loss']} at step {step}; "
+                                   f"last good checkpoint: {self.last if self.last.exists() else 'none'}")
+        if self.env.is_main:
+            values["lr"] = lr
+            values["epoch"] = step / self.steps_per_epoch
+            self.reporter.metrics(step, values)
+
+    def checkpoint_if_due(self) -> None:
+        """At the end of every ``checkpoint_every_epochs``-th epoch."""
+        epoch_done = self.step % self.steps_per_epoch == 0
+        if epoch_done and (self.step // self.steps_per_epoch) % self.cfg.train.checkpoint_every_epochs == 0:
+            self.save(f"epoch {self.step // self.steps_per_epoch}")
+
+    def stop_if_requested(self, stop: StopFlag) -> None:
+        """A stop request (SIGTERM/SIGINT or the caller): checkpoint, then raise ``TrainingInterrupted``."""
+        # Under DDP the ranks agree on a stop only at log steps: one small all-reduce there
+        # instead of a host sync every step (a SIGTERM then waits at most log_every steps).
+        env = self.env
+        if (env.world_size == 1 or self.step % self.cfg.train.log_every == 0) and _stop_requested(stop, env,
+                                                                                                 self.device):
+            path = self.save(f"stop: {stop.reason or 'requested'}")
+            raise TrainingInterrupted(self.step, path, stop.reason or "requested")
 
 
 def _stop_requested(stop: StopFlag, env: DistEnv, device: torch.device) -> bool:

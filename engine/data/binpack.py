@@ -206,27 +206,30 @@ def read_bin(path: Path | str, trusted: bool = False) -> tuple[list[bytes], np.n
         raise DatasetError(f"verification pack {path} does not exist") from None
     except OSError as exc:
         raise DatasetError(f"cannot read verification pack {path}: {exc}") from None
-    obj: object = None
-    loaded = False
+    obj, encoding = _unpickle_pack(path, data, trusted)
+    bins, issame = _pack_parts(path, obj)
+    return _image_bytes(path, bins, len(data), encoding, trusted), _issame_flags(path, issame)
+
+
+def _unpickle_pack(path: Path, data: bytes, trusted: bool) -> tuple[object, str]:
+    """The unpickled pack and the encoding that read it."""
     errors: list[str] = []
-    encoding = "ASCII"
     # Python 3's default first; a Python-2 pickle fails with UnicodeDecodeError and is retried with
     # encoding="bytes" (as insightface does), then "latin1" (numpy's advice for Python-2 arrays).
     for encoding in ("ASCII", "bytes", "latin1"):
         try:
-            obj = _unpickle(data, encoding, trusted)
-            loaded = True
-            break
+            return _unpickle(data, encoding, trusted), encoding
         except UnicodeDecodeError as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # UnpicklingError, EOFError, ValueError, TypeError... from a bad file
             errors.append(f"{type(exc).__name__}: {exc}")
             if encoding == "ASCII":  # not a decoding problem: another encoding will not help
                 break
-    if not loaded:
-        raise DatasetError(
-            f"{path} is not a readable verification pack (pickle of (images, issame)): {errors[-1]}"
-        )
+    raise DatasetError(f"{path} is not a readable verification pack (pickle of (images, issame)): {errors[-1]}")
+
+
+def _pack_parts(path: Path, obj: object) -> tuple[Sequence, Sequence]:
+    """``(bins, issame)`` of an unpickled pack, with exactly two images per pair."""
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise DatasetError(f"{path}: expected a pickled pair (images, issame), found {type(obj).__name__}")
     bins, issame = obj
@@ -238,24 +241,34 @@ def read_bin(path: Path | str, trusted: bool = False) -> tuple[list[bytes], np.n
             f"{path}: {len(bins)} images for {len(issame)} pairs; a verification pack needs exactly 2 images "
             f"per pair ({2 * len(issame)})"
         )
+    return bins, issame
+
+
+def _image_bytes(path: Path, bins: Sequence, file_size: int, encoding: str, trusted: bool) -> list[bytes]:
+    """Each image of ``bins`` as encoded bytes."""
     images: list[bytes] = []
     # Items that are not bytes are copied into bytes here. A pickle can name one item many times (2 bytes a
     # reference) or make many arrays over one buffer: convert each object once, and let the copies together
     # hold no more than the file does (as in a genuine pack, where each item's data is in the file).
     converted: dict[int, bytes | None] = {}
-    copied, limit = 0, len(data) + ALLOCATION_SLACK
+    copied, limit = 0, file_size + ALLOCATION_SLACK
     for i, item in enumerate(bins):
         if id(item) not in converted:
             if not isinstance(item, bytes):
                 copied += _size(item)
                 if copied > limit and not trusted:
                     raise DatasetError(f"{path}: its images would take more than {limit} bytes, more than a "
-                                       f"pack of {len(data)} bytes holds (image data used repeatedly)")
+                                       f"pack of {file_size} bytes holds (image data used repeatedly)")
             converted[id(item)] = _as_bytes(item, encoding)
         raw = converted[id(item)]
         if raw is None:
             raise DatasetError(f"{path}: image #{i} is a {type(item).__name__}, not encoded image bytes")
         images.append(raw)
+    return images
+
+
+def _issame_flags(path: Path, issame: Sequence) -> np.ndarray:
+    """The pairs' same-identity flags as a bool array."""
     # Flags must be numbers before np.asarray, which would stack a list of arrays into one big copy.
     if not isinstance(issame, np.ndarray) and not all(
             isinstance(s, (bool, int, np.bool_, np.integer)) for s in issame):
@@ -263,7 +276,7 @@ def read_bin(path: Path | str, trusted: bool = False) -> tuple[list[bytes], np.n
     same = np.asarray(issame)
     if same.ndim != 1 or (len(same) and same.dtype.kind not in "biu") or not np.isin(same, (0, 1)).all():
         raise DatasetError(f"{path}: issame must be a flat list of booleans")
-    return images, same.astype(bool)
+    return same.astype(bool)
 
 
 def load_bin(path: Path | str, size: int = 112, trusted: bool = False,

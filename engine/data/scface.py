@@ -146,6 +146,21 @@ def scan_scface(root: Path | str, expected_subjects: int | None = NUM_SUBJECTS,
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"SCface root {root} does not exist or is not a directory")
+    found = _walk_scface(root)
+    if not found.gallery and not found.probes:
+        raise DatasetError(
+            f"no SCface images under {root}: expected {mugshot_name(1)} and {probe_name(1, 1, 1)} (5 visible "
+            f"cameras x 3 distances per subject)"
+        )
+    if check:
+        _check_complete(found, expected_subjects)
+    else:
+        _drop_probes_without_mugshot(found)
+    return found
+
+
+def _walk_scface(root: Path) -> SCfaceFiles:
+    """Every mugshot and visible-camera probe under ``root``, recognised by file name (one copy of each)."""
     gallery: dict[int, Path] = {}
     probes: dict[tuple[int, int, int], Path] = {}
     infrared = 0
@@ -170,35 +185,36 @@ def scan_scface(root: Path | str, expected_subjects: int | None = NUM_SUBJECTS,
         raise DatasetError(f"cannot list the SCface tree {root}: {exc}") from None
     if duplicates:
         log.info("%s: %d SCface file names occur more than once; using one copy of each", root, duplicates)
-    if not gallery and not probes:
-        raise DatasetError(
-            f"no SCface images under {root}: expected {mugshot_name(1)} and {probe_name(1, 1, 1)} (5 visible "
-            f"cameras x 3 distances per subject)"
-        )
-    found = SCfaceFiles(root, gallery, probes, infrared)
+    return SCfaceFiles(root, gallery, probes, infrared)
+
+
+def _drop_probes_without_mugshot(found: SCfaceFiles) -> None:
+    """``check=False``: a subject without a mugshot cannot be identified, so its probes are left out."""
+    no_mugshot = [s for s in found.subjects if s not in found.gallery]
+    if no_mugshot:
+        log.warning("%s: %d subjects have probes but no mugshot; their probes are left out (e.g. %s)",
+                    found.root, len(no_mugshot), _example([mugshot_name(s) for s in no_mugshot]))
+        for key in [k for k in found.probes if k[0] not in found.gallery]:
+            del found.probes[key]
+
+
+def _check_complete(found: SCfaceFiles, expected_subjects: int | None) -> None:
+    """``DatasetError`` listing what a complete set lacks: mugshots, probes, subjects."""
     subjects = found.subjects
-    no_mugshot = [s for s in subjects if s not in gallery]
-    if not check:
-        if no_mugshot:
-            log.warning("%s: %d subjects have probes but no mugshot; their probes are left out (e.g. %s)",
-                        root, len(no_mugshot), _example([mugshot_name(s) for s in no_mugshot]))
-            for key in [k for k in probes if k[0] not in gallery]:
-                del probes[key]
-        return found
     problems = []
+    no_mugshot = [s for s in subjects if s not in found.gallery]
     if no_mugshot:
         names = _example([mugshot_name(s) for s in no_mugshot])
         problems.append(f"{len(no_mugshot)} mugshot(s) missing ({names})")
     missing = [probe_name(s, c, d) for s in subjects for d in DISTANCES for c in VISIBLE_CAMERAS
-               if (s, c, d) not in probes]
+               if (s, c, d) not in found.probes]
     if missing:
         problems.append(f"{len(missing)} surveillance image(s) missing ({_example(missing)})")
     if expected_subjects is not None and len(subjects) != expected_subjects:
         problems.append(f"{len(subjects)} subjects found, {expected_subjects} expected "
                         f"(pass expected_subjects=None to accept a subset)")
     if problems:
-        raise DatasetError(f"SCface at {root} is incomplete: " + "; ".join(problems))
-    return found
+        raise DatasetError(f"SCface at {found.root} is incomplete: " + "; ".join(problems))
 
 
 def load_scface(root: Path | str, size: int = 112, expected_subjects: int | None = NUM_SUBJECTS,

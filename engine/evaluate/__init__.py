@@ -1,8 +1,9 @@
 """Evaluation: protocols (verification, ROC, identification) and the benchmarks built on them.
 
 ``run_benchmarks`` evaluates a model on the benchmarks a run's config names and reports one
-result per (benchmark, protocol, metric, resolution). The benchmark modules are imported lazily
-so that ``engine.config`` can validate names without loading data readers.
+result per (benchmark, protocol, metric, resolution). The benchmark modules (and torch) are imported
+lazily: ``engine.evaluate.registry``, which declares the benchmarks, their protocols and metrics, loads this
+package first, and ``engine.config`` and the application read it without loading torch or the data readers.
 
 An ``eval.benchmarks`` entry is ``KIND`` or ``KIND=DATASET``: the benchmark's protocol (``xqlfw``) run on
 its own catalog entry (``xqlfw``; ``lfw`` for ``lowres_lfw``), or on another registered dataset of a
@@ -22,78 +23,36 @@ import dataclasses
 import gc
 import os
 import platform
-import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from engine.config import RunConfig
-from engine.errors import ConfigError, LrfrError
+from engine.errors import LrfrError
+from engine.evaluate.registry import (
+    BENCHMARK_FORMATS,
+    BENCHMARK_NAMES,
+    DEFAULT_DATASETS,
+    PROTOCOLS_VERSION,
+    BenchmarkSpec,
+    default_dataset,
+    list_benchmarks,
+    parse_benchmark,
+    result_names,
+)
 from engine.reporting import Reporter
 
-# The version of the benchmark protocols as implemented here; stored with each result's data source.
-PROTOCOLS_VERSION = "2026.12"
-BENCHMARK_NAMES = ("lfw", "lowres_lfw", "scface", "tinyface", "xqlfw")
-# The catalog entry a benchmark reads when its entry names no dataset (`lrfr data add NAME PATH`).
-DEFAULT_DATASETS = {"lowres_lfw": "lfw"}
-# The catalog formats (engine.catalog.FORMATS) each benchmark's reader takes.
-BENCHMARK_FORMATS: dict[str, tuple[str, ...]] = {
-    "lfw": ("bin", "pairs"),
-    "lowres_lfw": ("bin", "pairs"),
-    "xqlfw": ("bin", "pairs"),
-    "scface": ("scface",),
-    "tinyface": ("tinyface",),
-}
-# A dataset named in KIND=DATASET: a catalog name that also reads as one part of a result query.
-_DATASET_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+if TYPE_CHECKING:
+    import torch
 
+    from engine.config import RunConfig
 
-def list_benchmarks() -> list[str]:
-    return list(BENCHMARK_NAMES)
-
-
-def default_dataset(kind: str) -> str:
-    return DEFAULT_DATASETS.get(kind, kind)
-
-
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    """One ``eval.benchmarks`` entry: the protocol ``kind`` and the catalog ``dataset`` it reads
-    (None: the kind's own entry)."""
-
-    kind: str
-    dataset: str | None = None
-
-    @property
-    def name(self) -> str:
-        """The benchmark name its results are reported (and queried) under."""
-        return self.kind if self.dataset is None else f"{self.kind}:{self.dataset}"
-
-    @property
-    def catalog_entry(self) -> str:
-        return self.dataset or default_dataset(self.kind)
-
-
-def parse_benchmark(text: str, known: list[str] | tuple[str, ...] | None = None) -> BenchmarkSpec:
-    """``KIND`` or ``KIND=DATASET`` -> BenchmarkSpec; ConfigError naming ``eval.benchmarks`` otherwise.
-    Naming the kind's own entry (``xqlfw=xqlfw``) is the default: reported as ``xqlfw``."""
-    known = list(known) if known is not None else list_benchmarks()
-    kind, sep, dataset = (part.strip() for part in str(text).partition("="))
-    if kind not in known:
-        raise ConfigError(f"eval.benchmarks: unknown benchmark {kind!r}"
-                          + (f" in {text!r}" if sep else "") + f"; choose from: {', '.join(known)}")
-    if not sep:
-        return BenchmarkSpec(kind)
-    if not _DATASET_RE.fullmatch(dataset):
-        raise ConfigError(f"eval.benchmarks: {text!r} is not BENCHMARK=DATASET with DATASET a registered "
-                          f"dataset name (letters, digits and _ . + -), e.g. xqlfw=my_pairs")
-    return BenchmarkSpec(kind, None if dataset == default_dataset(kind) else dataset)
-
-
-def result_names(specs: list[str]) -> list[str]:
-    """The benchmark names the results of ``eval.benchmarks`` entries are reported under."""
-    return [parse_benchmark(s).name for s in specs]
+# The names above that come from engine.evaluate.registry (the torch-free declarations) are re-exported here
+# for the callers that import them from engine.evaluate. torch is imported inside the functions that use it,
+# so that importing the registry (which loads this package first) does not load torch.
+__all__ = [
+    "BENCHMARK_FORMATS", "BENCHMARK_NAMES", "DEFAULT_DATASETS", "PROTOCOLS_VERSION", "BenchmarkSpec",
+    "BenchmarksFailed", "default_dataset", "environment", "list_benchmarks", "parse_benchmark", "result_names",
+    "run_benchmarks",
+]
 
 
 class BenchmarksFailed(LrfrError):
@@ -115,6 +74,8 @@ def _shorten(text: str, limit: int = 300) -> str:
 def _out_of_memory(exc: BaseException) -> bool:
     """Host or GPU memory ran out: MemoryError, torch's OutOfMemoryError, or the CPU allocator's
     RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
+    import torch
+
     oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
     if isinstance(exc, (MemoryError, oom)):
         return True
@@ -170,6 +131,8 @@ def _cpu_model() -> str:
 
 def environment(device: torch.device | str) -> dict:
     """What a run ran on: device name, torch and CUDA versions, number of processes (WORLD_SIZE)."""
+    import torch
+
     device = torch.device(device)
     name = None
     if device.type == "cuda" and torch.cuda.is_available():
@@ -190,6 +153,8 @@ def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: 
     with a single benchmark, its error; any other exception (a bug, a stop request) ends the evaluation
     at once.
     """
+    import torch
+
     from engine.evaluate.benchmarks import BENCHMARKS, EvalContext
     from engine.evaluate.embeddings import as_embed_fn
 
