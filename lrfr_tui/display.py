@@ -8,19 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.errors import LrfrError
-
-
-def is_percent(metric: str) -> bool:
-    return metric == "mAP" or metric.startswith(("acc", "rank", "val@", "tar@"))
-
-
-def better_direction(metric: str) -> int:
-    """+1 higher is better, -1 lower is better, 0 neither (a threshold)."""
-    if metric.endswith(("_std", "_stderr")) or "loss" in metric or metric in ("eer",):
-        return -1
-    if metric.startswith("threshold"):
-        return 0
-    return 1
+from engine.evaluate.registry import better_direction, is_percent  # noqa: F401  (the app's names for the engine's rules)
 
 
 def format_value(metric: str, value: float | None) -> str:

@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
+from engine.evaluate import registry
 from lrfr_tui.runsdb.filters import Term
 
-# Benchmarks in the order of the paper's tables; others follow alphabetically.
-BENCH_ORDER = ("lfw", "xqlfw", "scface", "tinyface", "lowres_lfw")
-BENCH_LABELS = {"lfw": "LFW", "xqlfw": "XQLFW", "scface": "SCface", "tinyface": "TinyFace",
-                "lowres_lfw": "LR-LFW"}
-
-
+# What each benchmark reports comes from the engine's registry (declared once, next to the code that runs it).
+BENCH_ORDER = registry.benchmark_names()  # the paper's table order; others follow alphabetically
+BENCH_LABELS = {b.name: b.label for b in registry.benchmarks()}
 # Which protocol ``BENCH.METRIC`` means when no protocol is given (first present wins).
-def bench_kind(benchmark: str) -> str:
-    """``xqlfw:my_pairs`` (the xqlfw protocol on another registered dataset) -> ``xqlfw``."""
-    return benchmark.partition(":")[0]
-
-
-PROTOCOL_PREFERENCE: dict[str, tuple[str, ...]] = {
-    "lfw": ("insightface_10fold", "roc"),
-    "xqlfw": ("xqlfw_official", "insightface_10fold"),
-    "scface": ("zero_shot", "finetune"),
-    "tinyface": ("no_finetune", "finetune"),
-    "lowres_lfw": ("insightface_10fold_second", "insightface_10fold_both", "insightface_10fold_random"),
-}
+PROTOCOL_PREFERENCE: dict[str, tuple[str, ...]] = {b.name: b.protocols for b in registry.benchmarks()}
 # Headline columns of the results matrix: (metrics, one protocol only?) per benchmark.
 HEADLINE: dict[str, tuple[tuple[str, ...], bool]] = {
-    "lfw": (("acc",), True),
-    "xqlfw": (("acc",), True),
-    "scface": (("rank1_d1", "rank1_d2", "rank1_d3", "rank1_mean"), False),
-    "tinyface": (("rank1", "mAP"), False),
-    "lowres_lfw": (("acc",), False),
-}
+    b.name: (b.headline_metrics, b.headline_single_protocol) for b in registry.benchmarks()}
+bench_kind = registry.bench_kind
+# A benchmark the registry does not know (a result imported from elsewhere): these columns if it has them.
 FALLBACK_HEADLINE = ("acc", "rank1_mean", "rank1", "mAP")
 # Key results shown by `lrfr ls` when present.
 KEY_RESULTS = ("lfw.acc", "xqlfw.acc", "scface.rank1_mean", "lowres_lfw.acc@7")
-METRIC_LABELS = {"rank1_d1": "d1", "rank1_d2": "d2", "rank1_d3": "d3", "rank1_mean": "avg", "rank1": "rank-1",
-                 "rank5": "rank-5", "rank10": "rank-10", "rank20": "rank-20"}
+METRIC_LABELS = registry.METRIC_LABELS
 
 
 ResultKey = tuple[str, str, str, "int | None"]
