@@ -21,13 +21,13 @@ from pathlib import Path
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.message import Message
 from textual.screen import Screen
 from textual.signal import Signal
 from textual.worker import get_current_worker
 
 from lrfr_tui.gpus import GpuDiscovery
 from lrfr_tui.launch_form import LaunchForm
+from lrfr_tui.tui_messages import DataChanged, OpenLaunch, QueueChanged, SchedulerSaid
 from lrfr_tui.tui_queue import QueueDriver, QueueState
 
 
@@ -40,30 +40,6 @@ class LrfrApp(App[None]):
     BINDINGS = [
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
-
-    class QueueChanged(Message):
-        """The queue worker finished a pass."""
-
-        def __init__(self, state: QueueState) -> None:
-            super().__init__()
-            self.state = state
-
-    class SchedulerSaid(Message):
-        """The scheduler started a run, or found one dead."""
-
-        def __init__(self, text: str) -> None:
-            super().__init__()
-            self.text = text
-
-    class DataChanged(Message):
-        """A worker of ours changed runs.db (kill, resume, tag, launch): reload now."""
-
-    class OpenLaunch(Message):
-        """Open the launch form, prefilled (duplicate with edits)."""
-
-        def __init__(self, form: LaunchForm) -> None:
-            super().__init__()
-            self.form = form
 
     def __init__(self, db: str | Path, drive: bool | None = None, poll_s: float = 1.0,
                  now: Callable[[], float] | None = None, discover: GpuDiscovery | None = None,
@@ -109,17 +85,17 @@ class LrfrApp(App[None]):
         worker = get_current_worker()
         mode = "off" if self.drive is False else "auto"
         driver = QueueDriver(self.db, mode, self.discover, on_event=lambda text: self.post_message(
-            self.SchedulerSaid(text)))
+            SchedulerSaid(text)))
         try:
             while not worker.is_cancelled and not self._stopping.is_set():
-                self.post_message(self.QueueChanged(driver.step()))
+                self.post_message(QueueChanged(driver.step()))
                 self._queue_wake.wait(self.poll_s)
                 self._queue_wake.clear()
         finally:
             driver.close()
             self._queue_done.set()
 
-    def on_lrfr_app_queue_changed(self, message: QueueChanged) -> None:
+    def on_queue_changed(self, message: QueueChanged) -> None:
         state = message.state
         if state.mode == "watching" and self.drive and not self._told_locked:
             self._told_locked = True
@@ -128,14 +104,14 @@ class LrfrApp(App[None]):
         self.queue_state = state
         self.queue_signal.publish(state)
 
-    def on_lrfr_app_scheduler_said(self, message: SchedulerSaid) -> None:
+    def on_scheduler_said(self, message: SchedulerSaid) -> None:
         bad = "failed" in message.text or "could not" in message.text
         self.notify(message.text, severity="error" if bad else "information", markup=False)
 
-    def on_lrfr_app_data_changed(self, message: DataChanged) -> None:
+    def on_data_changed(self, message: DataChanged) -> None:
         self.poke()
 
-    def on_lrfr_app_open_launch(self, message: OpenLaunch) -> None:
+    def on_open_launch(self, message: OpenLaunch) -> None:
         self.action_new_run(message.form)
 
     def poke(self) -> None:

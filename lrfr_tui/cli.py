@@ -17,26 +17,27 @@ from typing import Annotated, NoReturn
 
 import click
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from engine.errors import LrfrError
+from lrfr_tui.cli_common import (
+    EXIT_USER_ERROR,
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    PresetOpt,
+    SetOpt,
+    err,
+    out,
+    print_results,
+    run_in_foreground,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="lrfr: low-resolution face recognition workbench.")
 data_app = typer.Typer(no_args_is_help=True, help="Register and list datasets.")
 app.add_typer(data_app, name="data")
 
-out = Console()  # results
-err = Console(stderr=True)  # progress, diagnostics
-
-EXIT_USER_ERROR = 2
-
-PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="preset name (see `lrfr presets`)")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override key=value (repeatable)")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML file applied after the preset")]
-DbOpt = Annotated[Path | None, typer.Option("--db", help="runs database (default $LRFR_DB or ./runs.db)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 
 
 def _resolve(preset: str | None, overrides: list[str] | None, config_file: Path | None):
@@ -107,42 +108,6 @@ def run(preset: PresetOpt = None, overrides: SetOpt = None, config_file: ConfigO
         return
     err.print(f"run {run_id} ({cfg.name}) recorded in {path}")
     run_in_foreground(store, path, run_id, as_json)
-
-
-def run_in_foreground(store, path: Path, run_id: int, as_json: bool) -> None:
-    """Execute a recorded run in this process with a progress bar, then print its results."""
-    from lrfr_tui.progress import ProgressReporter
-    from lrfr_tui.worker import execute_run
-
-    with ProgressReporter(err, f"run {run_id}") as progress:
-        code = execute_run(path, run_id, extra=progress)
-    record = store.get_run(run_id)
-    if as_json:
-        print(json.dumps({"run": run_id, "status": record.status, "results": store.results(run_id)}, indent=2))
-    else:
-        _print_results(store, run_id)
-    if code != 0:
-        err.print(f"run {run_id} {record.status}: {record.failure_reason or 'see its train.log'}", soft_wrap=True,
-                  markup=False, highlight=False)
-        raise typer.Exit(code)
-
-
-def _print_results(store, run_id: int, benches: list[str] | None = None) -> None:
-    """A run's headline numbers (the columns `lrfr results` shows), one line each."""
-    from lrfr_tui import display, results_table
-
-    matrix = results_table.results_matrix(store.conn, runs=[run_id], benches=benches)
-    table = Table(title=f"run {run_id}: {store.get_run(run_id).status}", box=None)
-    table.add_column("benchmark")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    previous = None
-    for group_label, col, value in zip(matrix.group_labels(), matrix.columns, matrix.rows[0].values, strict=True):
-        table.add_row(group_label if group_label != previous else "", col.short, display.format_value(col.metric, value))
-        previous = group_label
-    out.print(table)
-    for line in matrix.legend():  # what the stand-in mark means
-        out.print(line, markup=False, highlight=False)
 
 
 @data_app.command("add")
@@ -266,7 +231,7 @@ def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate thi
         results = [r for r in store.results(run_id) if r["benchmark"] in names]
         print(json.dumps({"run": run_id, "results": results}, indent=2))
     else:
-        _print_results(store, run_id, benches=names)
+        print_results(store, run_id, benches=names)
 
 
 def _main_rank():

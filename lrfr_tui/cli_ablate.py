@@ -13,7 +13,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from lrfr_tui.cli import DbOpt, JsonOpt, SetOpt, err
+    from lrfr_tui.cli_common import DbOpt, JsonOpt, SetOpt, err
 
     @app.command()
     def ablate(table: Annotated[str, typer.Argument(help="table4 | table5 | table6")],

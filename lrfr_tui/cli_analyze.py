@@ -116,7 +116,7 @@ def expand_figures(names: list[str]) -> list[str]:
 
 
 def register(app: typer.Typer) -> None:
-    from lrfr_tui.cli import DbOpt, JsonOpt, err
+    from lrfr_tui.cli_common import DbOpt, JsonOpt, err
 
     @app.command()
     def analyze(
@@ -170,20 +170,12 @@ def run_analyze(tokens: list[str], figure_names: list[str], *, baseline: int | N
                 batch_stats: bool = False, out_dir: Path | None = None, device: str = "auto",
                 db: Path | None = None, log=print) -> list[dict]:
     """Everything `lrfr analyze` does; returns one dict per figure (figure, png, data, runs)."""
-    from engine.analysis import MODEL_FREE_FIGURES, PROJECTIONS, AnalysisOptions, load_model, make_figure
+    from engine.analysis import MODEL_FREE_FIGURES, PROJECTIONS, AnalysisOptions, make_figure
     from engine.train import DistEnv, select_device
-    from lrfr_tui.runsdb import Store, db_path, runs_root
+    from lrfr_tui.runsdb import Store, db_path
 
     names = expand_figures(figure_names)
-    if benchmark not in ("lfw", "xqlfw"):
-        raise LrfrError(f"--benchmark must be lfw or xqlfw, got {benchmark!r}")
-    if method not in PROJECTIONS:
-        raise LrfrError(f"--method must be one of {', '.join(PROJECTIONS)}, got {method!r}")
-    for label, value in (("--resolution", resolution), ("--gradnorm-batch", gradnorm_batch)):
-        if value is not None and value < 1:
-            raise LrfrError(f"{label} must be >= 1, got {value}")
-    if faces < 2 or images < 1:
-        raise LrfrError("--faces must be >= 2 and --images >= 1")
+    _check_options(benchmark, method, resolution, gradnorm_batch, faces, images, PROJECTIONS)
     sweep = parse_resolutions(resolutions)
     needs_models = any(n not in MODEL_FREE_FIGURES for n in names)
     if needs_models and not tokens and baseline is None:
@@ -203,19 +195,8 @@ def run_analyze(tokens: list[str], figure_names: list[str], *, baseline: int | N
                               faces=faces, gradnorm_images=images, gradnorm_batch=gradnorm_batch,
                               gradnorm_train_mode=batch_stats, device=str(torch_device))
 
-    models = []
-    if needs_models:
-        for run_id in involved:
-            run = store.get_run(run_id)
-            checkpoint = runs_root(path) / str(run_id) / "checkpoint.pt"
-            if not checkpoint.exists():
-                raise LrfrError(f"run {run_id} has no checkpoint at {checkpoint} (status {run.status})")
-            if run.status == "running":
-                log(f"run {run_id} is still running: analysing its latest checkpoint")
-            model = load_model(checkpoint, f"#{run_id} {run.name}", torch_device)
-            model.baseline = run_id == baseline
-            models.append(model)
-    elif involved:
+    models = _load_models(store, path, involved, baseline, torch_device, log) if needs_models else []
+    if not needs_models and involved:
         options.dimension = int(store.get_run(involved[0]).config.get("model", {}).get("embedding_size", 512))
 
     written = []
@@ -232,3 +213,36 @@ def run_analyze(tokens: list[str], figure_names: list[str], *, baseline: int | N
         written.append({"figure": name, "png": str(files.png), "data": [str(p) for p in files.data],
                         "runs": involved})
     return written
+
+
+def _check_options(benchmark: str, method: str, resolution: int | None, gradnorm_batch: int | None, faces: int,
+                   images: int, projections) -> None:
+    """One clear line for each option out of range, before anything is loaded."""
+    if benchmark not in ("lfw", "xqlfw"):
+        raise LrfrError(f"--benchmark must be lfw or xqlfw, got {benchmark!r}")
+    if method not in projections:
+        raise LrfrError(f"--method must be one of {', '.join(projections)}, got {method!r}")
+    for label, value in (("--resolution", resolution), ("--gradnorm-batch", gradnorm_batch)):
+        if value is not None and value < 1:
+            raise LrfrError(f"{label} must be >= 1, got {value}")
+    if faces < 2 or images < 1:
+        raise LrfrError("--faces must be >= 2 and --images >= 1")
+
+
+def _load_models(store, path: Path, run_ids: list[int], baseline: int | None, torch_device, log) -> list:
+    """Each run's latest checkpoint as an analysis model (a running run's too, said so)."""
+    from engine.analysis import load_model
+    from lrfr_tui.runsdb import runs_root
+
+    models = []
+    for run_id in run_ids:
+        run = store.get_run(run_id)
+        checkpoint = runs_root(path) / str(run_id) / "checkpoint.pt"
+        if not checkpoint.exists():
+            raise LrfrError(f"run {run_id} has no checkpoint at {checkpoint} (status {run.status})")
+        if run.status == "running":
+            log(f"run {run_id} is still running: analysing its latest checkpoint")
+        model = load_model(checkpoint, f"#{run_id} {run.name}", torch_device)
+        model.baseline = run_id == baseline
+        models.append(model)
+    return models

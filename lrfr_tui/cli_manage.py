@@ -1,7 +1,6 @@
 """`lrfr` commands that manage runs: queue, worker, kill, resume, rerun, sweep.
 
-No `from __future__ import annotations` here: Typer reads the option annotations, which are
-local names of `register`, so they must be evaluated where they are written.
+No `from __future__ import annotations` here: Typer reads the option annotations at registration.
 """
 
 import itertools
@@ -17,154 +16,159 @@ import typer
 from rich.table import Table
 
 from engine.errors import LrfrError
+from lrfr_tui.cli_common import ConfigOpt, DbOpt, JsonOpt, PresetOpt, SetOpt, err, out, run_in_foreground
 
 RunArg = Annotated[int, typer.Argument(help="run id")]
 
 
+
+def open_store(db: Path | None, create: bool = False):
+    from lrfr_tui.runsdb import Store, db_path
+
+    return Store(db_path(db), create=create)
+
+def queue(move: Annotated[int | None, typer.Option(help="run id to move")] = None,
+          to: Annotated[int, typer.Option(help="1-based queue position for --move")] = 1,
+          db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """List queued and running runs; --move RUN --to N reorders the queue."""
+    store = open_store(db)
+    if move is not None:
+        store.move_in_queue(move, to)
+    rows = store.runs_with_status("running") + store.runs_with_status("queued")
+    if as_json:
+        print(json.dumps([{"id": r.id, "name": r.name, "status": r.status, "gpus_requested": r.gpus_requested,
+                           "gpus": r.gpus, "launcher": r.launcher, "group": r.group_name} for r in rows],
+                         indent=2))
+        return
+    table = Table("pos", "id", "name", "status", "GPUs", "launcher", "group", box=None)
+    position = 0
+    for r in rows:
+        if r.status == "queued":
+            position += 1
+        gpus = ",".join(map(str, r.gpus)) if r.gpus else str(r.gpus_requested)
+        table.add_row(str(position) if r.status == "queued" else "-", str(r.id), r.name, r.status, gpus,
+                      r.launcher or "", r.group_name or "")
+    out.print(table)
+
+def worker(until_empty: Annotated[bool, typer.Option(
+               "--until-empty", help="exit when nothing is queued or running")] = False,
+           poll: Annotated[float, typer.Option(help="seconds between scheduling passes")] = 2.0,
+           db: DbOpt = None) -> None:
+    """Drive the queue: start queued runs on free GPUs (or the CPU), notice dead runs.
+
+    Stopping the worker (Ctrl-C) leaves running trainings running; a new worker adopts them.
+    """
+    from lrfr_tui.gpus import discovery_from_env
+    from lrfr_tui.runsdb import db_path
+    from lrfr_tui.scheduler import Scheduler
+
+    sched = Scheduler(db_path(db), discover=discovery_from_env(), on_event=lambda t: err.print(t))
+    sched.acquire()
+    free, has_gpus = sched.free_gpus()
+    err.print(f"driving the queue of {sched.db} ({len(free)} free GPUs)" if has_gpus
+              else f"driving the queue of {sched.db} (no GPUs: one CPU run at a time)")
+    try:
+        sched.run(poll_s=poll, until_empty=until_empty)
+    except KeyboardInterrupt:
+        err.print("worker stopped; running trainings keep running")
+    finally:
+        sched.release()
+
+def kill(run_id: RunArg,
+         grace: Annotated[float, typer.Option(help="seconds to checkpoint before SIGKILL")] = 60.0,
+         db: DbOpt = None) -> None:
+    """Stop a run: SIGTERM (it checkpoints, status killed), SIGKILL after the grace period."""
+    from lrfr_tui.scheduler import stop_run
+
+    store = open_store(db)
+    status = stop_run(store, store.get_run(run_id), grace_s=grace)
+    err.print(f"run {run_id}: {status}")
+
+def resume(run_id: RunArg,
+           queue: Annotated[bool, typer.Option("--queue", help="queue it instead of running now")] = False,
+           db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Continue a killed or failed run from its last checkpoint, as the same run."""
+    from lrfr_tui.runsdb import db_path
+    from lrfr_tui.worker import check_checkpoint_resumable
+
+    store = open_store(db)
+    check_checkpoint_resumable(store.path, store.get_run(run_id))
+    # One atomic claim in SQL: of two resumes (CLI or TUI) started together, one trains.
+    if queue:
+        store.requeue(run_id)
+        err.print(f"run {run_id} queued to resume")
+        return
+    store.claim_for_resume(run_id, os.getpid())
+    err.print(f"resuming run {run_id}")
+    run_in_foreground(store, db_path(db), run_id, as_json)
+
+def rerun(run_id: RunArg, overrides: SetOpt = None,
+          queue: Annotated[bool, typer.Option("--queue", help="queue it instead of running now")] = False,
+          db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Start a new run from another run's config with changes (--set); the parent is recorded."""
+    from engine.config import flatten, from_dict, parse_override, set_value, to_dict, validate
+    from lrfr_tui.runsdb import db_path
+
+    store = open_store(db)
+    parent = store.get_run(run_id)
+    cfg = from_dict(parent.config)
+    for text in overrides or []:
+        set_value(cfg, *parse_override(text))
+    validate(cfg)
+    command = shlex.join(["lrfr", *sys.argv[1:]])
+    if queue:
+        new_id = store.create_run(to_dict(cfg), flatten(cfg), command, parent_id=run_id,
+                                  launcher=cfg.launch.launcher, group=parent.group_name)
+    else:
+        new_id = store.create_run(to_dict(cfg), flatten(cfg), command, parent_id=run_id, status="running",
+                                  pid=os.getpid(), launcher="foreground", group=parent.group_name)
+    if queue:
+        err.print(f"run {new_id} (re-run of {run_id}) queued")
+        if as_json:
+            print(json.dumps({"run": new_id, "parent": run_id, "status": "queued"}))
+        return
+    err.print(f"run {new_id}: re-run of {run_id}")
+    run_in_foreground(store, db_path(db), new_id, as_json)
+
+def sweep(preset: PresetOpt = None, config_file: ConfigOpt = None, overrides: SetOpt = None,
+          grid: Annotated[list[str] | None, typer.Option(
+              "--grid", "-g", help="key=v1,v2,... (list values: key=[1,2];[3,4])")] = None,
+          group: Annotated[str | None, typer.Option(help="group name (default: sweep-<time>)")] = None,
+          db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Queue the product of the grids as one group of runs."""
+    from engine.config import flatten, parse_override, resolve, to_dict
+
+    if not grid:
+        raise LrfrError("give at least one --grid key=v1,v2,...")
+    axes: list[tuple[str, list[str]]] = []
+    for text in grid:
+        key, values = parse_override(text)
+        parts = values.split(";") if ";" in values else values.split(",")
+        points = [p.strip() for p in parts if p.strip()]
+        if not points:  # `--grid optim.lr=` would queue nothing and look like success
+            raise LrfrError(f"--grid {text!r} gives {key} no values (write key=v1,v2,...)")
+        axes.append((key, points))
+    # Resolve every point before queueing any: one bad value queues nothing.
+    configs = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        point = [f"{key}={value}" for (key, _), value in zip(axes, combo, strict=True)]
+        cfg = resolve(preset, (overrides or []) + point, config_file)
+        cfg.name = f"{cfg.name} " + " ".join(point)
+        configs.append(cfg)
+    group = group or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    store = open_store(db, create=True)
+    command = shlex.join(["lrfr", *sys.argv[1:]])
+    ids = [store.create_run(to_dict(c), flatten(c), command, launcher=c.launch.launcher, group=group)
+           for c in configs]
+    if as_json:
+        print(json.dumps({"group": group, "runs": ids}))
+    err.print(f"queued {len(ids)} runs in group {group}: {', '.join(map(str, ids))}")
+
+
 def register(app: typer.Typer) -> None:
-    from lrfr_tui.cli import ConfigOpt, DbOpt, JsonOpt, PresetOpt, SetOpt, err, out, run_in_foreground
-
-    def open_store(db: Path | None, create: bool = False):
-        from lrfr_tui.runsdb import Store, db_path
-
-        return Store(db_path(db), create=create)
-
-    @app.command()
-    def queue(move: Annotated[int | None, typer.Option(help="run id to move")] = None,
-              to: Annotated[int, typer.Option(help="1-based queue position for --move")] = 1,
-              db: DbOpt = None, as_json: JsonOpt = False) -> None:
-        """List queued and running runs; --move RUN --to N reorders the queue."""
-        store = open_store(db)
-        if move is not None:
-            store.move_in_queue(move, to)
-        rows = store.runs_with_status("running") + store.runs_with_status("queued")
-        if as_json:
-            print(json.dumps([{"id": r.id, "name": r.name, "status": r.status, "gpus_requested": r.gpus_requested,
-                               "gpus": r.gpus, "launcher": r.launcher, "group": r.group_name} for r in rows],
-                             indent=2))
-            return
-        table = Table("pos", "id", "name", "status", "GPUs", "launcher", "group", box=None)
-        position = 0
-        for r in rows:
-            if r.status == "queued":
-                position += 1
-            gpus = ",".join(map(str, r.gpus)) if r.gpus else str(r.gpus_requested)
-            table.add_row(str(position) if r.status == "queued" else "-", str(r.id), r.name, r.status, gpus,
-                          r.launcher or "", r.group_name or "")
-        out.print(table)
-
-    @app.command()
-    def worker(until_empty: Annotated[bool, typer.Option(
-                   "--until-empty", help="exit when nothing is queued or running")] = False,
-               poll: Annotated[float, typer.Option(help="seconds between scheduling passes")] = 2.0,
-               db: DbOpt = None) -> None:
-        """Drive the queue: start queued runs on free GPUs (or the CPU), notice dead runs.
-
-        Stopping the worker (Ctrl-C) leaves running trainings running; a new worker adopts them.
-        """
-        from lrfr_tui.gpus import discovery_from_env
-        from lrfr_tui.runsdb import db_path
-        from lrfr_tui.scheduler import Scheduler
-
-        sched = Scheduler(db_path(db), discover=discovery_from_env(), on_event=lambda t: err.print(t))
-        sched.acquire()
-        free, has_gpus = sched.free_gpus()
-        err.print(f"driving the queue of {sched.db} ({len(free)} free GPUs)" if has_gpus
-                  else f"driving the queue of {sched.db} (no GPUs: one CPU run at a time)")
-        try:
-            sched.run(poll_s=poll, until_empty=until_empty)
-        except KeyboardInterrupt:
-            err.print("worker stopped; running trainings keep running")
-        finally:
-            sched.release()
-
-    @app.command()
-    def kill(run_id: RunArg,
-             grace: Annotated[float, typer.Option(help="seconds to checkpoint before SIGKILL")] = 60.0,
-             db: DbOpt = None) -> None:
-        """Stop a run: SIGTERM (it checkpoints, status killed), SIGKILL after the grace period."""
-        from lrfr_tui.scheduler import stop_run
-
-        store = open_store(db)
-        status = stop_run(store, store.get_run(run_id), grace_s=grace)
-        err.print(f"run {run_id}: {status}")
-
-    @app.command()
-    def resume(run_id: RunArg,
-               queue: Annotated[bool, typer.Option("--queue", help="queue it instead of running now")] = False,
-               db: DbOpt = None, as_json: JsonOpt = False) -> None:
-        """Continue a killed or failed run from its last checkpoint, as the same run."""
-        from lrfr_tui.runsdb import db_path
-        from lrfr_tui.worker import check_checkpoint_resumable
-
-        store = open_store(db)
-        check_checkpoint_resumable(store.path, store.get_run(run_id))
-        # One atomic claim in SQL: of two resumes (CLI or TUI) started together, one trains.
-        if queue:
-            store.requeue(run_id)
-            err.print(f"run {run_id} queued to resume")
-            return
-        store.claim_for_resume(run_id, os.getpid())
-        err.print(f"resuming run {run_id}")
-        run_in_foreground(store, db_path(db), run_id, as_json)
-
-    @app.command()
-    def rerun(run_id: RunArg, overrides: SetOpt = None,
-              queue: Annotated[bool, typer.Option("--queue", help="queue it instead of running now")] = False,
-              db: DbOpt = None, as_json: JsonOpt = False) -> None:
-        """Start a new run from another run's config with changes (--set); the parent is recorded."""
-        from engine.config import flatten, from_dict, parse_override, set_value, to_dict, validate
-        from lrfr_tui.runsdb import db_path
-
-        store = open_store(db)
-        parent = store.get_run(run_id)
-        cfg = from_dict(parent.config)
-        for text in overrides or []:
-            set_value(cfg, *parse_override(text))
-        validate(cfg)
-        command = shlex.join(["lrfr", *sys.argv[1:]])
-        if queue:
-            new_id = store.create_run(to_dict(cfg), flatten(cfg), command, parent_id=run_id,
-                                      launcher=cfg.launch.launcher, group=parent.group_name)
-        else:
-            new_id = store.create_run(to_dict(cfg), flatten(cfg), command, parent_id=run_id, status="running",
-                                      pid=os.getpid(), launcher="foreground", group=parent.group_name)
-        if queue:
-            err.print(f"run {new_id} (re-run of {run_id}) queued")
-            if as_json:
-                print(json.dumps({"run": new_id, "parent": run_id, "status": "queued"}))
-            return
-        err.print(f"run {new_id}: re-run of {run_id}")
-        run_in_foreground(store, db_path(db), new_id, as_json)
-
-    @app.command()
-    def sweep(preset: PresetOpt = None, config_file: ConfigOpt = None, overrides: SetOpt = None,
-              grid: Annotated[list[str] | None, typer.Option(
-                  "--grid", "-g", help="key=v1,v2,... (list values: key=[1,2];[3,4])")] = None,
-              group: Annotated[str | None, typer.Option(help="group name (default: sweep-<time>)")] = None,
-              db: DbOpt = None, as_json: JsonOpt = False) -> None:
-        """Queue the product of the grids as one group of runs."""
-        from engine.config import flatten, parse_override, resolve, to_dict
-
-        if not grid:
-            raise LrfrError("give at least one --grid key=v1,v2,...")
-        axes: list[tuple[str, list[str]]] = []
-        for text in grid:
-            key, values = parse_override(text)
-            parts = values.split(";") if ";" in values else values.split(",")
-            axes.append((key, [p.strip() for p in parts if p.strip()]))
-        # Resolve every point before queueing any: one bad value queues nothing.
-        configs = []
-        for combo in itertools.product(*(values for _, values in axes)):
-            point = [f"{key}={value}" for (key, _), value in zip(axes, combo, strict=True)]
-            cfg = resolve(preset, (overrides or []) + point, config_file)
-            cfg.name = f"{cfg.name} " + " ".join(point)
-            configs.append(cfg)
-        group = group or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-        store = open_store(db, create=True)
-        command = shlex.join(["lrfr", *sys.argv[1:]])
-        ids = [store.create_run(to_dict(c), flatten(c), command, launcher=c.launch.launcher, group=group)
-               for c in configs]
-        if as_json:
-            print(json.dumps({"group": group, "runs": ids}))
-        err.print(f"queued {len(ids)} runs in group {group}: {', '.join(map(str, ids))}")
+    app.command()(queue)
+    app.command()(worker)
+    app.command()(kill)
+    app.command()(resume)
+    app.command()(rerun)
+    app.command()(sweep)

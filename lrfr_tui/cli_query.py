@@ -23,12 +23,11 @@ from rich.text import Text
 
 from engine.errors import LrfrError
 from lrfr_tui import display, exports, results_table, run_logs, run_views, runsdb
+from lrfr_tui.cli_common import DbOpt, JsonOpt
 from lrfr_tui.runsdb import Store, StoreError, db_errors, db_path, result_keys
 from lrfr_tui.runsdb.connect import read_only_file
 from lrfr_tui.significance import format_interval
 
-DbOpt = Annotated[Path | None, typer.Option("--db", help="runs database (default $LRFR_DB or ./runs.db)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 BenchOpt = Annotated[list[str] | None, typer.Option("--bench", "-b", help="benchmark to show (repeatable)")]
 RunsOpt = Annotated[list[str] | None, typer.Option(
     "--runs", "-r", help="run ids, e.g. 3 or 3,5,7-9 (repeatable); default: every run with results")]
@@ -203,27 +202,9 @@ def show(run: Annotated[int, typer.Argument(help="run id")],
             info.add_row(label, Text(str(value)))
     out.print(info)
     if config and detail["params"]:
-        out.print(Text("\nconfig", style="bold"))
-        sections: dict[str, list[str]] = {}
-        for key, value in detail["params"].items():
-            section, _, leaf = key.rpartition(".")
-            sections.setdefault(section, []).append(f"{leaf}={_value_text(value)}")
-        for section, items in sections.items():
-            out.print(Text(f"  {section + ': ' if section else ''}" + "  ".join(items)))
+        _print_config(out, detail["params"])
     if detail["results"]:
-        out.print(Text("\nresults", style="bold"))
-        table = Table("benchmark", "protocol", "metric", "res", "value", "data", box=None, header_style="bold")
-        standin = False
-        for res in detail["results"]:
-            mark = results_table.STANDIN_MARK if res.get("source") == "standin" else ""
-            standin = standin or bool(mark)
-            table.add_row(res["benchmark"] + mark, res["protocol"], Text(res["metric"]),
-                          "" if res["resolution"] is None else str(res["resolution"]),
-                          display.format_value(res["metric"], res["value"]),
-                          Text(res.get("source") or "unknown", style="dim"))
-        out.print(table)
-        if standin:
-            out.print(Text(results_table.STANDIN_LEGEND, style="dim"))
+        _print_run_results(out, detail["results"])
     if detail["metrics"]:
         out.print(Text("\ntraining metrics", style="bold"))
         table = Table("key", "points", "last step", "last", "min", "max", box=None, header_style="bold")
@@ -247,6 +228,34 @@ def show(run: Annotated[int, typer.Argument(help="run id")],
 
 
 # ---------------------------------------------------------------- logs
+
+
+def _print_config(out: Console, params: dict) -> None:
+    """The run's config, one line per section."""
+    out.print(Text("\nconfig", style="bold"))
+    sections: dict[str, list[str]] = {}
+    for key, value in params.items():
+        section, _, leaf = key.rpartition(".")
+        sections.setdefault(section, []).append(f"{leaf}={_value_text(value)}")
+    for section, items in sections.items():
+        out.print(Text(f"  {section + ': ' if section else ''}" + "  ".join(items)))
+
+
+def _print_run_results(out: Console, results: list[dict]) -> None:
+    """Every stored result of a run, with the data it was measured on."""
+    out.print(Text("\nresults", style="bold"))
+    table = Table("benchmark", "protocol", "metric", "res", "value", "data", box=None, header_style="bold")
+    standin = False
+    for res in results:
+        mark = results_table.STANDIN_MARK if res.get("source") == "standin" else ""
+        standin = standin or bool(mark)
+        table.add_row(res["benchmark"] + mark, res["protocol"], Text(res["metric"]),
+                      "" if res["resolution"] is None else str(res["resolution"]),
+                      display.format_value(res["metric"], res["value"]),
+                      Text(res.get("source") or "unknown", style="dim"))
+    out.print(table)
+    if standin:
+        out.print(Text(results_table.STANDIN_LEGEND, style="dim"))
 
 
 def logs(run: Annotated[int, typer.Argument(help="run id")],

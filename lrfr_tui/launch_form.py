@@ -76,17 +76,7 @@ def build_runs(form: LaunchForm) -> list[BuiltRun]:
         if not gpus.isdigit():
             raise FormError(f"GPUs: {gpus!r} is not a whole number (0 = CPU)", "gpus")
         overrides.append((None, f"launch.gpus={int(gpus)}"))
-    axes: list[tuple[int, str, list[str]]] = []
-    for number, text in form.grid_lines():
-        try:
-            key, values = parse_override(text)
-        except ConfigError as exc:
-            raise FormError(str(exc), "grid", number) from None
-        parts = values.split(";") if ";" in values else values.split(",")
-        points = [p.strip() for p in parts if p.strip()]
-        if not points:
-            raise FormError(f"{key}: give the values to sweep, e.g. {key}=0.1,0.05", "grid", number)
-        axes.append((number, key, points))
+    axes = _grid_axes(form)
     count = math.prod(len(a[2]) for a in axes) if axes else 1
     if count > MAX_SWEEP_RUNS:
         raise FormError(f"the sweep grid makes {count} runs; at most {MAX_SWEEP_RUNS} at once", "grid")
@@ -111,6 +101,24 @@ def build_runs(form: LaunchForm) -> list[BuiltRun]:
         except LrfrError as exc:
             raise _locate(exc, form, overrides, axes, key="data.dataset") from None
     return built
+
+
+def _grid_axes(form: LaunchForm) -> list[tuple[int, str, list[str]]]:
+    """(form line, key, values) per sweep grid line; a FormError on the line that is wrong."""
+    from engine.config import ConfigError, parse_override
+
+    axes: list[tuple[int, str, list[str]]] = []
+    for number, text in form.grid_lines():
+        try:
+            key, values = parse_override(text)
+        except ConfigError as exc:
+            raise FormError(str(exc), "grid", number) from None
+        parts = values.split(";") if ";" in values else values.split(",")
+        points = [p.strip() for p in parts if p.strip()]
+        if not points:
+            raise FormError(f"{key}: give the values to sweep, e.g. {key}=0.1,0.05", "grid", number)
+        axes.append((number, key, points))
+    return axes
 
 
 def _locate(exc: Exception, form: LaunchForm, overrides, axes, key: str | None = None) -> FormError:

@@ -66,6 +66,74 @@ def test_the_sql_check_sees_sql():
     assert len(ANY_SQL.findall(store_text)) > 20
 
 
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, function-local imports included (they hide loops)."""
+    modules = {}
+    for package in ("engine", "lrfr_tui"):
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join([*parts, base] if base else parts)
+                # `from pkg import sub` imports pkg.sub (and pkg); `from mod import name` imports mod
+                subs = {f"{base}.{a.name}" for a in node.names} & modules.keys()
+                edges.update(subs or {base})
+        graph[name] = {e for e in edges if e in modules and e != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    assert _cycles(_module_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert "lrfr_tui.runsdb.store" in _module_graph()["lrfr_tui.runsdb.connect"]
+
+
 def test_code_and_docs_never_point_outside_the_repository():
     pattern = re.compile(r"DESIGN\.md|/work/shared|\.\./shared")
     files = [*ROOT.glob("*.md"), *(ROOT / "engine").rglob("*.py"), *(ROOT / "engine").rglob("*.toml"),

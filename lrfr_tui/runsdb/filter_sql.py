@@ -260,8 +260,14 @@ def select_runs(db: sqlite3.Connection | Store, filters: Iterable[Filter | str] 
                   ended=r["ended"], deleted=bool(r["deleted"]), parent_id=r["parent_id"],
                   exit_code=r["exit_code"], failure_reason=r["failure_reason"],
                   values={t.label: r[a] for t, a in shown.items()}) for r in rows]
+    _fill_params_tags_and_key_results(conn, out, [t for t in shown if t.kind == "param"])
+    return out
+
+
+def _fill_params_tags_and_key_results(conn: sqlite3.Connection, out: list[RunRow], param_terms: list[Term]) -> None:
+    """Params with their JSON types (not SQL's), each run's tags and its key results (`lrfr ls` columns)."""
     ids = [r.id for r in out]
-    for term in (t for t in shown if t.kind == "param"):  # show params with their JSON types, not SQL's
+    for term in param_terms:
         raw = {}
         for chunk in chunks(ids):
             raw.update(conn.execute(f"SELECT run_id, value FROM params WHERE key = ? AND run_id IN "
@@ -277,7 +283,6 @@ def select_runs(db: sqlite3.Connection | Store, filters: Iterable[Filter | str] 
             value = pick(results.get(row.id, {}), term)
             if value is not None:
                 row.results[term.label] = value
-    return out
 
 
 def _check_params(conn: sqlite3.Connection, terms: Iterable[Term]) -> None:

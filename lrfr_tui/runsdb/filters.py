@@ -177,13 +177,7 @@ def parse_term(text: str, source: str | None = None) -> Term:
         prefix, text = m.group(1), text[m.end():]
     func = re.fullmatch(r"(\w+)\((.*)\)", text)
     if func:
-        name, inner = func.group(1).lower(), func.group(2).strip()
-        if name not in METRIC_FUNCS:
-            raise FilterError(f"filter {source!r}: unknown function {name}(); use "
-                              + ", ".join(f"{f}(KEY)" for f in METRIC_FUNCS))
-        if prefix not in (None, "metric"):
-            raise FilterError(f"filter {source!r}: {name}() applies to training metrics only")
-        return Term("metric", ".".join(_split_dotted(inner, source)), func=name)
+        return _function_term(func.group(1).lower(), func.group(2).strip(), prefix, source)
     body, resolution = text, None
     at = find_at(text)
     if at is not None:
@@ -208,6 +202,21 @@ def parse_term(text: str, source: str | None = None) -> Term:
             return Term("result", parts[2], benchmark=parts[0], protocol=parts[1], resolution=resolution)
         raise FilterError(f"filter {source!r}: a result is BENCH.METRIC or BENCH.PROTOCOL.METRIC (optionally "
                           f"@RES), e.g. lfw.acc or scface.finetune.rank1_mean; quote a metric name with dots")
+    return _bare_term(parts, key)
+
+
+def _function_term(name: str, inner: str, prefix: str | None, source: str) -> Term:
+    """``min(loss)``: an aggregate over a training metric's points."""
+    if name not in METRIC_FUNCS:
+        raise FilterError(f"filter {source!r}: unknown function {name}(); use "
+                          + ", ".join(f"{f}(KEY)" for f in METRIC_FUNCS))
+    if prefix not in (None, "metric"):
+        raise FilterError(f"filter {source!r}: {name}() applies to training metrics only")
+    return Term("metric", ".".join(_split_dotted(inner, source)), func=name)
+
+
+def _bare_term(parts: list[str], key: str) -> Term:
+    """A name without a prefix that is not a result: a config key, a run column, tags, else a metric."""
     if len(parts) > 1 or key in TOP_LEVEL_PARAMS:
         return Term("param", key)
     name = FIELD_ALIASES.get(key, key)

@@ -2,7 +2,7 @@
 
 A screen mixes this in and says which runs the user means (``target_runs``). The writes run in
 thread workers with connections of their own, and only post messages (notifications, and
-``LrfrApp.DataChanged`` so every screen reloads at once).
+``tui_messages.DataChanged`` so every screen reloads at once).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from textual import work
 
 from engine.errors import LrfrError
-from lrfr_tui.app import LrfrApp
 from lrfr_tui.launch_form import duplicate_form
 from lrfr_tui.screens.dialogs import ConfirmDialog, PromptDialog
+from lrfr_tui.tui_messages import DataChanged, OpenLaunch
 from lrfr_tui.tui_models import open_reader
 from lrfr_tui.usecases import kill_runs, resume_runs, tag_runs
 
@@ -48,7 +48,7 @@ class RunActions:
         def done(run_id: int, status: str) -> None:
             app.notify(f"run {run_id}: {status}", severity="information" if status == "killed" else "warning",
                        markup=False)
-            app.post_message(LrfrApp.DataChanged())
+            app.post_message(DataChanged())
 
         try:
             kill_runs(app.db, ids, grace_s=app.kill_grace_s, on_done=done)
@@ -71,7 +71,7 @@ class RunActions:
         for run_id, text in outcome.items():
             app.notify(f"run {run_id} {text}", severity="information" if text.startswith("queued") else "warning",
                        markup=False)
-        app.post_message(LrfrApp.DataChanged())
+        app.post_message(DataChanged())
 
     def action_tag(self) -> None:
         targets = self.target_runs()
@@ -101,7 +101,7 @@ class RunActions:
             app.notify(f"run {run_id} tags: {' '.join(now) or 'none'}", markup=False)
         else:
             app.notify(f"tagged {len(tags)} runs", markup=False)
-        app.post_message(LrfrApp.DataChanged())
+        app.post_message(DataChanged())
 
     def action_duplicate(self) -> None:
         targets = self.target_runs()
@@ -121,4 +121,4 @@ class RunActions:
         except LrfrError as exc:
             app.notify(f"cannot duplicate run {run_id}: {exc}", severity="error", markup=False)
             return
-        app.post_message(LrfrApp.OpenLaunch(form))
+        app.post_message(OpenLaunch(form))
