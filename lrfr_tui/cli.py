@@ -361,9 +361,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # The other command groups live in their own modules and register themselves on `app`.
-from lrfr_tui import cli_ablate, cli_analyze, cli_manage, cli_query, cli_tui  # noqa: E402
+from lrfr_tui import cli_ablate, cli_analyze, cli_manage, cli_query, cli_results, cli_tui  # noqa: E402
 
-for _module in (cli_manage, cli_query, cli_ablate, cli_analyze, cli_tui):
+for _module in (cli_manage, cli_query, cli_results, cli_ablate, cli_analyze, cli_tui):
     _module.register(app)
 
 if __name__ == "__main__":
