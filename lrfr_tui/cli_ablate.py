@@ -63,5 +63,6 @@ def register(app: typer.Typer) -> None:
 def _runs_in_group(store, group: str) -> set[tuple[str, int]]:
     """(configuration, train.seed) of the group's runs that are queued, running or finished."""
     from lrfr_tui.runsdb.groups import configurations_and_seeds
+    from lrfr_tui.runsdb.states import ACTIVE_STATUSES, FINISHED
 
-    return configurations_and_seeds(store, group, ("queued", "running", "finished"))
+    return configurations_and_seeds(store, group, (*ACTIVE_STATUSES, FINISHED))

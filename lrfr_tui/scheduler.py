@@ -33,6 +33,7 @@ from lrfr_tui.launchers import Handle, Launcher, LaunchRequest, LocalLauncher
 from lrfr_tui.launchers.local import pid_is_worker, terminate_then_kill
 from lrfr_tui.liveness import STALE_HEARTBEAT_S, death_reason, heartbeat_stale
 from lrfr_tui.runsdb import Run, Store, runs_root
+from lrfr_tui.runsdb.states import ACTIVE_STATUSES
 from lrfr_tui.worker import EXIT_STORE_UNAVAILABLE
 
 
@@ -250,7 +251,7 @@ class Scheduler:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         while True:
             self.step()
-            if until_empty and not self.store.runs_with_status("queued", "running"):
+            if until_empty and not self.store.runs_with_status(*ACTIVE_STATUSES):
                 return
             if deadline is not None and time.monotonic() > deadline:
                 return

@@ -20,6 +20,7 @@ from engine.errors import LrfrError
 from lrfr_tui import results_table, run_logs, run_views, runsdb
 from lrfr_tui.runsdb import Store, StoreError, reads, result_keys
 from lrfr_tui.runsdb.series import metric_keys, series_after, spark_samples, step_rate
+from lrfr_tui.runsdb.states import ACTIVE_STATUSES
 
 # Training curves the detail screen draws, in this order; other keys are listed but not drawn.
 LOSS_KEYS = ("loss", "loss_cls", "loss_dist")
@@ -183,7 +184,7 @@ class RunsModel:
             self._spark_deadline = time.monotonic() + SPARK_BUDGET_S
             self._spark_missing = False
             # Live runs first: their sparklines change; the others are read once and cached.
-            order = sorted(range(len(rows)), key=lambda i: rows[i].status not in ("running", "queued"))
+            order = sorted(range(len(rows)), key=lambda i: rows[i].status not in ACTIVE_STATUSES)
             built = {i: self._line(conn, rows[i], extra.get(rows[i].id), now) for i in order}
             lines = [built[i] for i in range(len(rows))]
         except (StoreError, sqlite3.Error) as exc:

@@ -19,6 +19,7 @@ from textual.worker import get_current_worker
 from engine.errors import LrfrError
 from lrfr_tui import display, results_table, runsdb
 from lrfr_tui.runsdb import result_keys
+from lrfr_tui.runsdb.states import ACTIVE_STATUSES
 from lrfr_tui.significance import format_interval
 from lrfr_tui.tui_models import CompareSnapshot, load_compare, open_reader
 from lrfr_tui.widgets.loss_plot import CurvePlot, Line
@@ -110,7 +111,7 @@ class CompareScreen(Screen):
                 self.post_message(self.Loaded(None, None, str(exc)))
                 return
             self.post_message(self.Loaded(snap, matrix, None))
-            live = any(r["status"] in ("queued", "running") for r in snap.runs)
+            live = any(r["status"] in ACTIVE_STATUSES for r in snap.runs)
             self._wake.wait(2 * self.app.poll_s if live else 30 * self.app.poll_s)
             self._wake.clear()
 

@@ -11,6 +11,7 @@ from textual import work
 
 from engine.errors import LrfrError
 from lrfr_tui.launch_form import duplicate_form
+from lrfr_tui.runsdb.states import ACTIVE_STATUSES
 from lrfr_tui.screens.dialogs import ConfirmDialog, PromptDialog
 from lrfr_tui.tui_messages import DataChanged, OpenLaunch
 from lrfr_tui.tui_models import open_reader
@@ -25,7 +26,7 @@ class RunActions:
 
     def action_kill(self) -> None:
         targets = self.target_runs()
-        live = [t for t in targets if t[2] in ("queued", "running")]
+        live = [t for t in targets if t[2] in ACTIVE_STATUSES]
         if not live:
             if targets:
                 self.notify(f"run {targets[0][0]} is {targets[0][2]}: nothing to kill", severity="warning")
