@@ -6,8 +6,9 @@
 (b) queries: ``lrfr ls`` (``select_runs``: plain, limited, with a last-value / best-of metric
     filter, a result filter, a result sort, a param filter), ``lrfr results`` (``results_matrix``)
     and ``lrfr show`` (``run_detail``) over a database of RUNS runs x POINTS metric points each
-    (default 1,000 x 10,000 = 10M metric rows, built with executemany in large transactions),
-    then the same best-of queries again with a candidate index on metrics(run_id, key, value).
+    (default 1,000 x 10,000 = 10M metric rows, built with executemany in large transactions).
+    The index metrics(run_id, key, value) that the best-of filters use ships in the schema (a
+    migration adds it), so the figures are the schema as users get it.
 
     .venv/bin/python benchmarks/bench_store.py                        # full size (~1.2 GB temp file)
     .venv/bin/python benchmarks/bench_store.py --runs 100 --points 2000
@@ -49,13 +50,10 @@ def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, float, obj
 # ---------------------------------------------------------------- (a) writes
 
 
-def bench_writes(tmp: Path, batches=(1, 10, 100, 500, 5000), value_index: bool = False) -> None:
-    extra = " + index metrics(run_id, key, value)" if value_index else ""
-    print(f"== (a) metric writes (Store.add_metrics, WAL, synchronous=NORMAL{extra})")
-    path = tmp / f"writes{'-index' if value_index else ''}.db"
+def bench_writes(tmp: Path, batches=(1, 10, 100, 500, 5000)) -> None:
+    print("== (a) metric writes (Store.add_metrics, WAL, synchronous=NORMAL)")
+    path = tmp / "writes.db"
     store = Store(path)
-    if value_index:
-        store.conn.execute("CREATE INDEX metrics_run_key_value ON metrics(run_id, key, value)")
     cfg = RunConfig()
     run_id = store.create_run(to_dict(cfg), flatten(cfg), "bench")
     step = 0
@@ -123,10 +121,10 @@ def build(path: Path, runs: int, points: int, seed: int = 0) -> None:
             "group_name, step, total_steps) VALUES (?, ?, ?, ?, ?, ?, ?, 'bench', 'lrfr run', 'local', ?, ?, ?, ?)",
             (i, cfg.name, cfg.preset, status, created, created + 5, created + 500 if status != "running" else None,
              json.dumps(to_dict(cfg)), f"g{i % 20}", steps, steps))
-        conn.executemany("INSERT INTO params VALUES (?, ?, ?)",
+        conn.executemany("INSERT INTO params (run_id, key, value) VALUES (?, ?, ?)",
                          [(i, k, json.dumps(v)) for k, v in flatten(cfg).items()])
         if rng.random() < 0.1:
-            conn.execute("INSERT INTO tags VALUES (?, 'paper')", (i,))
+            conn.execute("INSERT INTO tags (run_id, tag) VALUES (?, 'paper')", (i,))
         # step-major, as a trainer writes them
         floor = rng.uniform(0.2, 2.0)
         rows = []
@@ -136,7 +134,8 @@ def build(path: Path, runs: int, points: int, seed: int = 0) -> None:
             rows += [(i, "loss", s, base + rng.random() * 0.1, None, wall),
                      (i, "loss_cls", s, base * 0.8, None, wall), (i, "loss_dist", s, base * 0.2, None, wall),
                      (i, "lr", s, 0.1, None, wall), (i, "images_per_s", s, 400 + rng.random() * 50, None, wall)]
-        conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows[:points])
+        conn.executemany("INSERT INTO metrics (run_id, key, step, value, special, wall) VALUES (?, ?, ?, ?, ?, ?)",
+                         rows[:points])
         if status == "finished":
             lfw = rng.uniform(0.97, 0.995)
             res = [("lfw", "insightface_10fold", m, None, lfw + d) for m, d in (("acc", 0), ("acc_std", -0.97),
@@ -147,7 +146,8 @@ def build(path: Path, runs: int, points: int, seed: int = 0) -> None:
                         for k in (1, 5) for d in ("d1", "d2", "d3", "mean")]
             res += [("lowres_lfw", "insightface_10fold_second", m, r, rng.uniform(0.5, 0.99))
                     for r in (112, 56, 42, 28, 20, 14, 10, 7) for m in ("acc", "ssim")]
-            conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
+            conn.executemany("INSERT INTO results (run_id, benchmark, protocol, metric, resolution, value, created) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
                              [(i, b, p, m, r, v, created + 600) for b, p, m, r, v in res])
         if i % 50 == 0:
             conn.execute("COMMIT")
@@ -199,14 +199,11 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=10_000, help="metric rows per run")
     parser.add_argument("--dir", type=Path, default=None, help="where to build the database (default: a temp dir)")
     parser.add_argument("--skip-writes", action="store_true")
-    parser.add_argument("--no-index", action="store_true", help="skip the candidate-index comparison")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
         if not args.skip_writes:
             bench_writes(tmp)
-            if not args.no_index:
-                bench_writes(tmp, batches=(1, 500), value_index=True)
         path = tmp / "big.db"
         print(f"== building {args.runs:,} runs x {args.points:,} metric points = {args.runs * args.points:,} rows")
         t0 = time.perf_counter()
@@ -215,14 +212,6 @@ def main() -> None:
         print(f"  built in {build_s:.0f} s ({args.runs * args.points / build_s:,.0f} rows/s), "
               f"{os.path.getsize(path) / 2**20:,.0f} MiB")
         bench_queries(path, "schema as shipped")
-        if not args.no_index:
-            conn = sqlite3.connect(path)
-            t0 = time.perf_counter()
-            conn.execute("CREATE INDEX metrics_run_key_value ON metrics(run_id, key, value)")
-            conn.close()
-            print(f"== candidate index metrics(run_id, key, value): built in {time.perf_counter() - t0:.0f} s, "
-                  f"db now {os.path.getsize(path) / 2**20:,.0f} MiB")
-            bench_queries(path, "with metrics(run_id, key, value)")
 
 
 if __name__ == "__main__":
