@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shlex
 import sqlite3
 import sys
@@ -83,31 +82,24 @@ def run(preset: PresetOpt = None, overrides: SetOpt = None, config_file: ConfigO
         group: Annotated[str | None, typer.Option(help="put the run in a named group")] = None,
         db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Train (and evaluate) one run in the foreground, or --queue it for `lrfr worker` / the TUI."""
-    from engine.config import flatten, to_dict
+    from lrfr_tui import usecases
     from lrfr_tui.runsdb import Store, db_path
 
     cfg = _resolve(preset, overrides, config_file)
     if name:
         cfg.name = name
-    if cfg.data.dataset != "synthetic":
-        from engine.catalog import lookup
-
-        lookup(cfg.data.dataset)  # an unregistered dataset is an error before anything is recorded
+    usecases.check_dataset(cfg)
     path = db_path(db)
-    store = Store(path)
     command = shlex.join(["lrfr", *sys.argv[1:]])
     if queue:
-        run_id = store.create_run(to_dict(cfg), flatten(cfg), command, launcher=cfg.launch.launcher, group=group)
-    else:  # running from its first row: no scheduler can claim it while torch imports
-        run_id = store.create_run(to_dict(cfg), flatten(cfg), command, status="running", pid=os.getpid(),
-                                  launcher="foreground", group=group)
-    if queue:
+        (run_id,) = usecases.queue_runs(path, [cfg], command, group=group)
         if as_json:
             print(json.dumps({"run": run_id, "status": "queued"}))
         err.print(f"run {run_id} ({cfg.name}) queued in {path}; `lrfr worker` drains the queue")
         return
+    run_id = usecases.record_here(path, cfg, command, group=group)
     err.print(f"run {run_id} ({cfg.name}) recorded in {path}")
-    run_in_foreground(store, path, run_id, as_json)
+    run_in_foreground(Store(path), path, run_id, as_json)
 
 
 @data_app.command("add")
@@ -182,8 +174,9 @@ def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate thi
 
     --run stores the results against that run; --checkpoint and --model create an evaluation-only run.
     """
-    from engine.config import flatten, resolve, set_value, to_dict, validate
+    from engine.config import resolve, set_value, validate
     from engine.train import load_backbone, select_device
+    from lrfr_tui import usecases
     from lrfr_tui.progress import ProgressReporter
     from lrfr_tui.runsdb import Store, db_path, runs_root
     from lrfr_tui.worker import evaluate_into_run
@@ -218,8 +211,7 @@ def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate thi
     owns_run = run_id is None
     if owns_run:
         cfg.name = f"eval:{(model or checkpoint).name}"
-        run_id = store.create_run(to_dict(cfg), flatten(cfg), command, status="running", pid=os.getpid(),
-                                  launcher="eval")
+        run_id = usecases.record_here(path, cfg, command, launcher="eval")
         err.print(f"evaluation run {run_id} recorded in {path}")
     from engine.evaluate import result_names
 

@@ -6,7 +6,6 @@ No `from __future__ import annotations`: Typer reads the annotations, local name
 import json
 import shlex
 import sys
-import time
 from typing import Annotated
 
 import typer
@@ -27,42 +26,16 @@ def register(app: typer.Typer) -> None:
         Seed-major order (every configuration's seed 0 first), so a grid stopped early is still a
         whole table. Run again on an existing --group with more --seeds to add only the missing
         (configuration, seed) runs: a queued, running or finished one is never queued twice."""
-        from engine.ablations import ablation_rows, base_overrides
-        from engine.config import flatten, resolve, to_dict
-        from engine.errors import LrfrError
-        from lrfr_tui.runsdb import Store, db_path
+        from lrfr_tui import usecases
+        from lrfr_tui.runsdb import db_path
 
-        if seeds < 1:
-            raise LrfrError("--seeds must be >= 1")
-        rows = ablation_rows(table)
-        group = group or f"{table}-{base}-{time.strftime('%Y%m%d-%H%M%S')}"
-        store = Store(db_path(db))
-        have = _runs_in_group(store, group)
-        configs = []
-        for seed in range(seeds):
-            for row in rows:
-                if (row.label, seed) in have:
-                    continue
-                cfg = resolve(base, [*base_overrides(base), *row.overrides, *(overrides or []), f"train.seed={seed}"])
-                cfg.name = row.label
-                cfg.description = f"{table} row '{row.label}' on {base}, seed {seed}"
-                configs.append(cfg)
-        command = shlex.join(["lrfr", *sys.argv[1:]])
-        ids = []
-        for cfg in configs:
-            run_id = store.create_run(to_dict(cfg), flatten(cfg), command, launcher=cfg.launch.launcher, group=group)
-            store.set_tags(run_id, [f"ablation:{table}"])
-            ids.append(run_id)
+        path = db_path(db)
+        plan = usecases.plan_ablation(path, table, base, seeds, overrides or [], group)
+        ids = usecases.queue_ablation(path, plan, shlex.join(["lrfr", *sys.argv[1:]]))
+        group = plan.group
         if as_json:
             print(json.dumps({"group": group, "table": table, "runs": ids}))
-        kept = f" ({len(have)} already in the group kept)" if have else ""
+        kept = f" ({plan.kept} already in the group kept)" if plan.kept else ""
         err.print(f"queued {len(ids)} runs of {table} on {base} as group {group}{kept}; "
                   f"drain with `lrfr worker --until-empty`, then `lrfr results --group {group}`")
 
-
-def _runs_in_group(store, group: str) -> set[tuple[str, int]]:
-    """(configuration, train.seed) of the group's runs that are queued, running or finished."""
-    from lrfr_tui.runsdb.groups import configurations_and_seeds
-    from lrfr_tui.runsdb.states import ACTIVE_STATUSES, FINISHED
-
-    return configurations_and_seeds(store, group, (*ACTIVE_STATUSES, FINISHED))

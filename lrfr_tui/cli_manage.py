@@ -3,12 +3,9 @@
 No `from __future__ import annotations` here: Typer reads the option annotations at registration.
 """
 
-import itertools
 import json
-import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +23,7 @@ def open_store(db: Path | None, create: bool = False):
     from lrfr_tui.runsdb import Store, db_path
 
     return Store(db_path(db), create=create)
+
 
 def queue(move: Annotated[int | None, typer.Option(help="run id to move")] = None,
           to: Annotated[int, typer.Option(help="1-based queue position for --move")] = 1,
@@ -78,57 +76,48 @@ def kill(run_id: RunArg,
          grace: Annotated[float, typer.Option(help="seconds to checkpoint before SIGKILL")] = 60.0,
          db: DbOpt = None) -> None:
     """Stop a run: SIGTERM (it checkpoints, status killed), SIGKILL after the grace period."""
-    from lrfr_tui.scheduler import stop_run
+    from lrfr_tui import usecases
+    from lrfr_tui.runsdb import db_path
 
-    store = open_store(db)
-    status = stop_run(store, store.get_run(run_id), grace_s=grace)
+    status = usecases.kill_run(db_path(db), run_id, grace_s=grace)
     err.print(f"run {run_id}: {status}")
 
 def resume(run_id: RunArg,
            queue: Annotated[bool, typer.Option("--queue", help="queue it instead of running now")] = False,
            db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Continue a killed or failed run from its last checkpoint, as the same run."""
+    from lrfr_tui import usecases
     from lrfr_tui.runsdb import db_path
-    from lrfr_tui.worker import check_checkpoint_resumable
 
-    store = open_store(db)
-    check_checkpoint_resumable(store.path, store.get_run(run_id))
+    path = db_path(db)
     # One atomic claim in SQL: of two resumes (CLI or TUI) started together, one trains.
     if queue:
-        store.requeue(run_id)
+        usecases.resume_queued(path, run_id)
         err.print(f"run {run_id} queued to resume")
         return
-    store.claim_for_resume(run_id, os.getpid())
+    usecases.resume_here(path, run_id)
     err.print(f"resuming run {run_id}")
-    run_in_foreground(store, db_path(db), run_id, as_json)
+    run_in_foreground(open_store(path), path, run_id, as_json)
 
 def rerun(run_id: RunArg, overrides: SetOpt = None,
           queue: Annotated[bool, typer.Option("--queue", help="queue it instead of running now")] = False,
           db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Start a new run from another run's config with changes (--set); the parent is recorded."""
-    from engine.config import flatten, from_dict, parse_override, set_value, to_dict, validate
+    from lrfr_tui import usecases
     from lrfr_tui.runsdb import db_path
 
-    store = open_store(db)
-    parent = store.get_run(run_id)
-    cfg = from_dict(parent.config)
-    for text in overrides or []:
-        set_value(cfg, *parse_override(text))
-    validate(cfg)
+    path = db_path(db)
+    cfg, group = usecases.plan_rerun(path, run_id, overrides or [])
     command = shlex.join(["lrfr", *sys.argv[1:]])
     if queue:
-        new_id = store.create_run(to_dict(cfg), flatten(cfg), command, parent_id=run_id,
-                                  launcher=cfg.launch.launcher, group=parent.group_name)
-    else:
-        new_id = store.create_run(to_dict(cfg), flatten(cfg), command, parent_id=run_id, status="running",
-                                  pid=os.getpid(), launcher="foreground", group=parent.group_name)
-    if queue:
+        (new_id,) = usecases.queue_runs(path, [cfg], command, group=group, parent_id=run_id)
         err.print(f"run {new_id} (re-run of {run_id}) queued")
         if as_json:
             print(json.dumps({"run": new_id, "parent": run_id, "status": "queued"}))
         return
+    new_id = usecases.record_here(path, cfg, command, group=group, parent_id=run_id, create=False)
     err.print(f"run {new_id}: re-run of {run_id}")
-    run_in_foreground(store, db_path(db), new_id, as_json)
+    run_in_foreground(open_store(path), path, new_id, as_json)
 
 def sweep(preset: PresetOpt = None, config_file: ConfigOpt = None, overrides: SetOpt = None,
           grid: Annotated[list[str] | None, typer.Option(
@@ -136,30 +125,20 @@ def sweep(preset: PresetOpt = None, config_file: ConfigOpt = None, overrides: Se
           group: Annotated[str | None, typer.Option(help="group name (default: sweep-<time>)")] = None,
           db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Queue the product of the grids as one group of runs."""
-    from engine.config import flatten, parse_override, resolve, to_dict
+    from lrfr_tui import usecases
+    from lrfr_tui.runsdb import db_path
 
     if not grid:
         raise LrfrError("give at least one --grid key=v1,v2,...")
-    axes: list[tuple[str, list[str]]] = []
+    axes = []
     for text in grid:
-        key, values = parse_override(text)
-        parts = values.split(";") if ";" in values else values.split(",")
-        points = [p.strip() for p in parts if p.strip()]
-        if not points:  # `--grid optim.lr=` would queue nothing and look like success
-            raise LrfrError(f"--grid {text!r} gives {key} no values (write key=v1,v2,...)")
-        axes.append((key, points))
-    # Resolve every point before queueing any: one bad value queues nothing.
-    configs = []
-    for combo in itertools.product(*(values for _, values in axes)):
-        point = [f"{key}={value}" for (key, _), value in zip(axes, combo, strict=True)]
-        cfg = resolve(preset, (overrides or []) + point, config_file)
-        cfg.name = f"{cfg.name} " + " ".join(point)
-        configs.append(cfg)
-    group = group or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    store = open_store(db, create=True)
-    command = shlex.join(["lrfr", *sys.argv[1:]])
-    ids = [store.create_run(to_dict(c), flatten(c), command, launcher=c.launch.launcher, group=group)
-           for c in configs]
+        try:
+            axes.append(usecases.parse_axis(text))
+        except LrfrError as exc:
+            raise LrfrError(f"--grid {text!r}: {exc}") from None
+    configs = usecases.plan_sweep(preset, overrides or [], axes, config_file)
+    group = group or usecases.default_group("sweep")
+    ids = usecases.queue_runs(db_path(db), configs, shlex.join(["lrfr", *sys.argv[1:]]), group=group)
     if as_json:
         print(json.dumps({"group": group, "runs": ids}))
     err.print(f"queued {len(ids)} runs in group {group}: {', '.join(map(str, ids))}")

@@ -22,9 +22,9 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.errors import LrfrError
-from lrfr_tui import display, results_table, run_logs, run_views, runsdb
+from lrfr_tui import display, results_table, run_logs, run_views, runsdb, usecases
 from lrfr_tui.cli_common import DbOpt, JsonOpt
-from lrfr_tui.runsdb import Store, StoreError, db_errors, db_path, result_keys
+from lrfr_tui.runsdb import StoreError, db_errors, db_path, result_keys
 from lrfr_tui.runsdb.connect import read_only_file
 
 BenchOpt = Annotated[list[str] | None, typer.Option("--bench", "-b", help="benchmark to show (repeatable)")]
@@ -57,11 +57,12 @@ def _open_read(db: Path | None) -> tuple[sqlite3.Connection, Path]:
     return runsdb.open_db(path), path
 
 
-def _open_write(db: Path | None) -> tuple[Store, Path]:
+def _writable(db: Path | None) -> Path:
+    """The runs.db path, or a clear error when the file is read-only (before waiting on any lock)."""
     path = db_path(db)
     if path.exists() and read_only_file(path):
         raise StoreError(f"{path} is read-only; changing tags, notes or deletions needs write access")
-    return Store(path, timeout_s=10.0, create=False), path
+    return path
 
 
 def _when(ts: float | None) -> str:
@@ -315,8 +316,7 @@ def tag(run: Annotated[int, typer.Argument(help="run id")],
         remove: Annotated[bool, typer.Option("--remove", help="remove these tags instead")] = False,
         db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Tag a run (find tagged runs with `lrfr ls tag=NAME`)."""
-    store, _ = _open_write(db)
-    now_tags = store.set_tags(run, tags, remove=remove)
+    now_tags = usecases.set_tags(_writable(db), run, tags, remove=remove)
     if as_json:
         _print_json({"run": run, "tags": now_tags})
     else:
@@ -326,8 +326,7 @@ def tag(run: Annotated[int, typer.Argument(help="run id")],
 def note(run: Annotated[int, typer.Argument(help="run id")],
          text: Annotated[str, typer.Argument(help="the note (quote it)")], db: DbOpt = None) -> None:
     """Attach a note to a run (shown by `lrfr show`, matched by `lrfr ls` free text)."""
-    store, _ = _open_write(db)
-    store.add_note(run, text)
+    usecases.add_note(_writable(db), run, text)
     _err().print(f"note added to run {run}")
 
 
@@ -339,8 +338,7 @@ def rm(runs: Annotated[list[int], typer.Argument(help="run ids")],
 
     `lrfr ls --deleted` lists them. Run directories are not touched. A queued or running run
     needs --force (stop it first)."""
-    store, _ = _open_write(db)
-    changed = store.set_deleted(list(dict.fromkeys(runs)), deleted=not restore, force=force)
+    changed = usecases.delete_runs(_writable(db), runs, restore=restore, force=force)
     verb = "restored" if restore else "deleted"
     if changed:
         _err().print(f"{verb} run{'s' if len(changed) > 1 else ''} {', '.join(map(str, changed))}"

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.errors import LrfrError
-from lrfr_tui import display, exports, results_table, run_views
+from lrfr_tui import display, results_table, run_views
 from lrfr_tui.cli_common import DbOpt, JsonOpt
 from lrfr_tui.cli_query import (
     BenchOpt,
@@ -177,20 +177,18 @@ def export(fmt: Annotated[str | None, typer.Option(
     each column in bold, then its significance mark against the baseline (* p < 0.05, ** p < 0.01,
     McNemar) and its 95% interval; CSV has the values in the table's units (percent for accuracies)
     and the intervals and p-values in columns of their own."""
-    fmt = fmt or (FORMAT_SUFFIXES.get(output.suffix.lower()) if output else None) or "markdown"
-    if fmt not in exports.EXPORTERS:
-        raise LrfrError(f"unknown export format {fmt!r}; choose one of: {', '.join(exports.EXPORTERS)}")
-    from lrfr_tui.paper_layout import attach_references, group_baseline_run
+    from lrfr_tui import usecases
 
+    fmt = fmt or (FORMAT_SUFFIXES.get(output.suffix.lower()) if output else None) or "markdown"
     conn, _ = _open_read(db)
-    if baseline is None and not runs:
-        baseline = group_baseline_run(conn, group)
-    matrix = _matrix(conn, runs, group, where, bench, metric, baseline)
-    if not matrix.rows or not matrix.columns:
-        raise LrfrError("nothing to export: no results for the selected runs and benchmarks")
-    if reference:
-        attach_references(conn, matrix, group)
-    text = exports.EXPORTERS[fmt](matrix)
+    ids = display.parse_run_ids(runs or []) or None
+    if baseline is None:
+        baseline = usecases.default_baseline(conn, group, ids)
+    text, matrix = usecases.render_export(conn, fmt, run_ids=ids, group=group, filters=where or [], benches=bench,
+                                          metrics=metric, baseline=baseline, reference=reference)
+    for name in bench or []:
+        if not any(c.benchmark == name for c in matrix.columns):
+            _err().print(f"no results for benchmark {name!r} among the selected runs")
     if output is None:
         sys.stdout.write(text)
         return

@@ -4,7 +4,6 @@ and a form that recreates an existing run.
 
 from __future__ import annotations
 
-import itertools
 import math
 import shlex
 import sqlite3
@@ -82,8 +81,9 @@ def build_runs(form: LaunchForm) -> list[BuiltRun]:
         raise FormError(f"the sweep grid makes {count} runs; at most {MAX_SWEEP_RUNS} at once", "grid")
     texts = [t for _, t in overrides]
     built = []
-    for combo in itertools.product(*(a[2] for a in axes)) if axes else [()]:
-        point = [f"{key}={value}" for (_, key, _), value in zip(axes, combo, strict=True)]
+    from lrfr_tui.sweep_grid import GridAxis, grid_points
+
+    for point in grid_points([GridAxis(key, tuple(values)) for _, key, values in axes]):
         try:
             cfg = resolve(form.preset, texts + point)
         except ConfigError as exc:
@@ -105,19 +105,15 @@ def build_runs(form: LaunchForm) -> list[BuiltRun]:
 
 def _grid_axes(form: LaunchForm) -> list[tuple[int, str, list[str]]]:
     """(form line, key, values) per sweep grid line; a FormError on the line that is wrong."""
-    from engine.config import ConfigError, parse_override
+    from lrfr_tui.sweep_grid import parse_axis
 
     axes: list[tuple[int, str, list[str]]] = []
     for number, text in form.grid_lines():
         try:
-            key, values = parse_override(text)
-        except ConfigError as exc:
+            axis = parse_axis(text)  # the same grammar as `lrfr sweep --grid`
+        except LrfrError as exc:
             raise FormError(str(exc), "grid", number) from None
-        parts = values.split(";") if ";" in values else values.split(",")
-        points = [p.strip() for p in parts if p.strip()]
-        if not points:
-            raise FormError(f"{key}: give the values to sweep, e.g. {key}=0.1,0.05", "grid", number)
-        axes.append((number, key, points))
+        axes.append((number, axis.key, list(axis.values)))
     return axes
 
 

@@ -56,6 +56,18 @@ def test_no_sql_outside_the_run_store():
     assert found == []
 
 
+def test_runs_are_created_only_by_the_use_cases():
+    """`lrfr run`, `eval`, `rerun`, `sweep`, `ablate` and the TUI's launch form all create runs through
+    lrfr_tui/usecases/submit.py, so the rule that a run executed here is created running with its pid
+    (no scheduler can claim it twice) lives in one place."""
+    creating = ROOT / "lrfr_tui" / "usecases" / "submit.py"
+    callers = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "lrfr_tui").rglob("*.py")
+               if p != creating and RUN_STORE not in p.parents
+               for n, line in enumerate(p.read_text().splitlines(), 1) if ".create_run(" in line]
+    assert callers == []
+    assert ".create_run(" in creating.read_text()  # the check looks for the call the use case makes
+
+
 def test_the_sql_check_sees_sql():
     """The pattern above is not vacuous: it catches the forms the run store itself uses."""
     store_text = (RUN_STORE / "store.py").read_text() + (RUN_STORE / "reads.py").read_text()
