@@ -152,6 +152,15 @@ def cli_command(form: LaunchForm, sweep: bool) -> str:
     return shlex.join(args) + "  # from lrfr tui"
 
 
+def load_duplicate_form(db, run_id: int) -> LaunchForm:
+    """``duplicate_form`` over its own read-only connection (the screens' way in)."""
+    conn = runsdb.open_db(db)
+    try:
+        return duplicate_form(conn, run_id)
+    finally:
+        conn.close()
+
+
 def duplicate_form(conn: sqlite3.Connection, run_id: int) -> LaunchForm:
     """A launch form that recreates run ``run_id``: its preset plus the keys where it differs from it."""
     from engine.config import flatten, resolve

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LrfrError
-from lrfr_tui import results_table, run_logs, run_views, runsdb
+from lrfr_tui import results_table, run_logs, runsdb
 from lrfr_tui.runsdb import Store, StoreError, reads, result_keys
 from lrfr_tui.runsdb.series import metric_keys, series_after, spark_samples, step_rate
 from lrfr_tui.runsdb.states import ACTIVE_STATUSES
@@ -401,36 +401,3 @@ def config_text(config: dict[str, Any]) -> str:
         if isinstance(table, dict):
             lines += ["", f"[{section}]", *(f"{k} = {value(v)}" for k, v in table.items())]
     return "\n".join(lines) + "\n"
-
-
-@dataclass
-class CompareSnapshot:
-    runs: list[dict[str, Any]]
-    params: dict[str, list[Any]]  # only the keys whose values differ
-    matrix: results_table.Matrix
-    curves: dict[str, dict[int, Curve]]  # metric key -> run id -> curve
-    keys: list[str]
-
-
-def load_compare(conn: sqlite3.Connection, run_ids: Sequence[int], buckets: int) -> CompareSnapshot:
-    data = run_views.compare_runs(conn, run_ids)
-    try:
-        matrix = results_table.results_matrix(conn, runs=list(run_ids), baseline=run_ids[0])
-    except LrfrError:  # the first run has no results yet: no deltas
-        matrix = data["results"]
-    params = {k: v for k, v in data["params"].items() if k not in ("name", "description")}
-    curves: dict[str, dict[int, Curve]] = {}
-    keys: list[str] = []
-    for run_id in run_ids:
-        for key in metric_keys(conn, run_id):
-            if key not in keys:
-                keys.append(key)
-    for key in keys:
-        for run_id in run_ids:
-            points = series_after(conn, run_id, key, -(2 ** 62))
-            if points:
-                xs, ys = downsample(points, buckets)
-                curves.setdefault(key, {})[run_id] = Curve(key, xs, ys)
-    ordered = [k for k in (*LOSS_KEYS, LR_KEY, RATE_KEY) if k in keys] + sorted(
-        k for k in keys if k not in (*LOSS_KEYS, LR_KEY, RATE_KEY))
-    return CompareSnapshot(data["runs"], params, matrix, curves, ordered)

@@ -68,6 +68,22 @@ def test_runs_are_created_only_by_the_use_cases():
     assert ".create_run(" in creating.read_text()  # the check looks for the call the use case makes
 
 
+def test_screens_read_only_through_their_models():
+    """Screens and widgets never open runs.db: they read through tui_models / tui_boards (in the poll
+    loop of screens/polling.py) and change runs through usecases. The run store's pure vocabulary
+    (states, the filter language's help text) is allowed."""
+    allowed = {"lrfr_tui.runsdb.states", "lrfr_tui.runsdb.filters"}
+    found = []
+    for path in [*(ROOT / "lrfr_tui" / "screens").rglob("*.py"), *(ROOT / "lrfr_tui" / "widgets").rglob("*.py"),
+                 ROOT / "lrfr_tui" / "app.py"]:
+        text = path.read_text()
+        imported = {n for n in _imports(path) if n.startswith("lrfr_tui.runsdb") or n == "sqlite3"}
+        imported |= {f"lrfr_tui.runsdb.{m}" for m in re.findall(r"from lrfr_tui\.runsdb import (\w+)", text)}
+        found += [f"{path.relative_to(ROOT)}: {n}" for n in sorted(imported - allowed - {"lrfr_tui.runsdb"})]
+        found += [f"{path.relative_to(ROOT)}: {call}" for call in re.findall(r"\b(open_db|open_reader|Store)\(", text)]
+    assert found == []
+
+
 def test_the_sql_check_sees_sql():
     """The pattern above is not vacuous: it catches the forms the run store itself uses."""
     store_text = (RUN_STORE / "store.py").read_text() + (RUN_STORE / "reads.py").read_text()

@@ -4,48 +4,25 @@ against the first run in the paper's Table 4 layout (SCface d1/d2/d3/avg, XQLFW,
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
-from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
-from lrfr_tui import display, results_table, runsdb
-from lrfr_tui.runsdb import result_keys
-from lrfr_tui.runsdb.states import ACTIVE_STATUSES
+from lrfr_tui import display, results_table
+from lrfr_tui.screens.polling import PollingScreen
 from lrfr_tui.significance import format_interval
-from lrfr_tui.tui_models import CompareSnapshot, load_compare, open_reader
+from lrfr_tui.tui_boards import CompareModel, CompareSnapshot
 from lrfr_tui.widgets.loss_plot import CurvePlot, Line
 from lrfr_tui.widgets.status_bar import StatusBar
 from lrfr_tui.widgets.theme import status_style, theme_colour
 
-# The paper's Table 4 columns (SCface without fine-tuning, rank-1; XQLFW; LFW), then LR-LFW by resolution.
-TABLE4 = ("scface.zero_shot.rank1_d1", "scface.zero_shot.rank1_d2", "scface.zero_shot.rank1_d3",
-          "scface.zero_shot.rank1_mean", "xqlfw.acc", "lfw.acc")
 
-
-def table4_matrix(conn, run_ids: list[int]) -> results_table.Matrix:
-    """Table 4 columns plus the low-resolution LFW columns any of the runs has, deltas to the first run."""
-    present = runsdb.latest_results(conn, run_ids)
-    lowres = sorted({(p, r) for results in present.values() for (b, p, m, r) in results
-                     if b == "lowres_lfw" and m == "acc" and r is not None}, key=lambda pr: -pr[1])
-    protocols = result_keys.PROTOCOL_PREFERENCE["lowres_lfw"]
-    lowres_protocol = next((p for p in protocols if any(pp == p for pp, _ in lowres)), None)
-    specs = list(TABLE4) + [f"lowres_lfw.{lowres_protocol}.acc@{r}" for p, r in lowres if p == lowres_protocol]
-    try:
-        return results_table.results_matrix(conn, runs=run_ids, metrics=specs, baseline=run_ids[0])
-    except LrfrError:  # the first run has no results (yet): no deltas
-        return results_table.results_matrix(conn, runs=run_ids, metrics=specs)
-
-
-class CompareScreen(Screen):
+class CompareScreen(PollingScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("m", "next_metric(1)", "Next curve"),
@@ -71,7 +48,6 @@ class CompareScreen(Screen):
         self.loads = 0
         self.buckets = 200
         self._tables_key: object = None
-        self._wake = threading.Event()
 
     def compose(self) -> ComposeResult:
         yield Static("", id="compare-head", markup=False)
@@ -86,34 +62,24 @@ class CompareScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.app.data_signal.subscribe(self, lambda _: self._wake.set())
         self.query_one(StatusBar).set_left(f"compare {len(self.run_ids)} runs · m: next curve")
-        self._poll()
-
-    def on_unmount(self) -> None:
-        self._wake.set()
+        self.start_polling()
 
     def on_resize(self) -> None:
         self.buckets = max(2 * self.size.width, 100)
 
-    @work(thread=True, exclusive=True, group="compare-poll", exit_on_error=False)
-    def _poll(self) -> None:
-        worker = get_current_worker()
-        while not worker.is_cancelled:
-            try:
-                conn = open_reader(self.app.db)
-                try:
-                    snap = load_compare(conn, self.run_ids, self.buckets)
-                    matrix = table4_matrix(conn, self.run_ids)
-                finally:
-                    conn.close()
-            except LrfrError as exc:
-                self.post_message(self.Loaded(None, None, str(exc)))
-                return
-            self.post_message(self.Loaded(snap, matrix, None))
-            live = any(r["status"] in ACTIVE_STATUSES for r in snap.runs)
-            self._wake.wait(2 * self.app.poll_s if live else 30 * self.app.poll_s)
-            self._wake.clear()
+    def open_model(self) -> CompareModel:
+        return CompareModel(self.app.db, self.run_ids)
+
+    def read(self, model: CompareModel) -> Loaded:
+        snap = model.snapshot(self.buckets)
+        return self.Loaded(snap, snap.table4, None)
+
+    def poll_failed(self, error: LrfrError) -> Loaded:
+        return self.Loaded(None, None, str(error))
+
+    def poll_wait(self, message: Loaded) -> float:
+        return 2 * self.app.poll_s if message.snapshot.live else 30 * self.app.poll_s
 
     def on_compare_screen_loaded(self, message: Loaded) -> None:
         if message.error:

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane, TextArea
-from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
 from lrfr_tui import display, results_table
 from lrfr_tui.display import short_duration
+from lrfr_tui.screens.polling import PollingScreen
 from lrfr_tui.screens.run_actions import RunActions
 from lrfr_tui.significance import format_interval
 from lrfr_tui.tui_models import LOSS_KEYS, LR_KEY, RATE_KEY, DetailModel, DetailSnapshot, config_text
@@ -34,7 +32,7 @@ def memory_keys(keys: list[str]) -> list[str]:
     return [k for k in keys if "mem" in k.lower()]
 
 
-class DetailScreen(RunActions, Screen):
+class DetailScreen(RunActions, PollingScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("l", "toggle_log_scale", "Log scale"),
@@ -71,7 +69,6 @@ class DetailScreen(RunActions, Screen):
         self.smoothing_index = 0
         self.follow = True
         self.buckets = 200
-        self._wake = threading.Event()
         self._results_key: object = None
         self._artifacts_key: object = None
         self._config_shown = ""
@@ -107,38 +104,29 @@ class DetailScreen(RunActions, Screen):
         self.query_one("#results-table", DataTable).add_columns("benchmark", "protocol", "metric", "res", "value",
                                                                      "95% interval")
         self.query_one("#artifacts-table", DataTable).add_columns("kind", "path", "")
-        self.app.data_signal.subscribe(self, lambda _: self._wake.set())
         self._update_left()
-        self._poll()
-
-    def on_unmount(self) -> None:
-        self._wake.set()
+        self.start_polling()
 
     def on_resize(self) -> None:
         buckets = max(2 * self.size.width, 100)
         if buckets != self.buckets:
             self.buckets = buckets
-            self._wake.set()
+            self.wake()
 
     # ------------------------------------------------------------ reading
 
-    @work(thread=True, exclusive=True, group="detail-poll", exit_on_error=False)
-    def _poll(self) -> None:
-        worker = get_current_worker()
-        model = DetailModel(self.app.db, self.run_id)
-        try:
-            while not worker.is_cancelled:
-                try:
-                    snap = model.snapshot(self.smoothing, self.buckets, self.app.now())
-                except LrfrError as exc:
-                    self.post_message(self.Gone(str(exc)))
-                    return
-                self.post_message(self.Loaded(snap))
-                final = snap.run["status"] in ("finished", "failed", "killed")
-                self._wake.wait(self.app.poll_s * (3 if final else 1))
-                self._wake.clear()
-        finally:
-            model.close()
+    def open_model(self) -> DetailModel:
+        return DetailModel(self.app.db, self.run_id)
+
+    def read(self, model: DetailModel) -> Loaded:
+        return self.Loaded(model.snapshot(self.smoothing, self.buckets, self.app.now()))
+
+    def poll_failed(self, error: LrfrError) -> Gone:
+        return self.Gone(str(error))
+
+    def poll_wait(self, message: Loaded) -> float:
+        final = message.snapshot.run["status"] in ("finished", "failed", "killed")
+        return self.app.poll_s * (3 if final else 1)
 
     def on_detail_screen_gone(self, message: Gone) -> None:
         self.notify(f"run {self.run_id} is gone: {message.reason}", severity="error", markup=False)
@@ -286,7 +274,7 @@ class DetailScreen(RunActions, Screen):
     def action_smoothing(self, step: int) -> None:
         self.smoothing_index = max(0, min(len(SMOOTHING) - 1, self.smoothing_index + step))
         self._update_left()
-        self._wake.set()
+        self.wake()
 
     def action_toggle_follow(self) -> None:
         self.follow = not self.follow
@@ -301,4 +289,4 @@ class DetailScreen(RunActions, Screen):
 
     @on(TabbedContent.TabActivated)
     def _tab_changed(self) -> None:
-        self._wake.set()
+        self.wake()

@@ -3,27 +3,24 @@ highlighted; export the same matrix to CSV, Markdown or LaTeX."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-from textual.worker import get_current_worker
 
 from engine.errors import LrfrError
-from lrfr_tui import display, results_table, runsdb
-from lrfr_tui.paper_layout import attach_references, group_baseline_run, group_in_filter
+from lrfr_tui import display, results_table
 from lrfr_tui.screens.dialogs import ChoiceDialog
+from lrfr_tui.screens.polling import PollingScreen
 from lrfr_tui.significance import format_interval
-from lrfr_tui.tui_models import open_reader
+from lrfr_tui.tui_boards import ResultsBoardModel
 from lrfr_tui.usecases import export_results
 from lrfr_tui.widgets.status_bar import StatusBar
 from lrfr_tui.widgets.theme import theme_colour
@@ -36,11 +33,7 @@ def start_export(app: Any, fmt: str, filter_text: str, run_ids: list[int] | None
 
     def job() -> None:
         try:
-            conn = open_reader(app.db)
-            try:
-                path = export_results(conn, fmt, Path(app.db).parent, filter_text, app.now(), run_ids)
-            finally:
-                conn.close()
+            path = export_results(Path(app.db), fmt, filter_text, app.now(), run_ids)
         except LrfrError as exc:
             app.notify(f"export failed: {exc}", severity="error", markup=False)
             return
@@ -56,7 +49,7 @@ def export_commands(app: Any, filter_text: Callable[[], str]) -> Iterable[System
                             partial(lambda f: start_export(app, f, filter_text()), fmt))
 
 
-class ResultsScreen(Screen):
+class ResultsScreen(PollingScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("e", "export", "Export"),
@@ -73,7 +66,6 @@ class ResultsScreen(Screen):
         self.filter_text = filter_text
         self.matrix: results_table.Matrix | None = None
         self.loads = 0
-        self._wake = threading.Event()
         self._key: object = None
         self._head = ""
 
@@ -84,35 +76,24 @@ class ResultsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.app.data_signal.subscribe(self, lambda _: self._wake.set())
         where = f"runs matching: {self.filter_text}" if self.filter_text.strip() else "every run with results"
         self._head = f"Results board: {where}. Best value per column highlighted; e exports (CSV / Markdown / LaTeX)."
         self.query_one("#results-head", Static).update(self._head)
         self.query_one(StatusBar).set_left("results board")
         self.query_one("#board", DataTable).focus()
-        self._poll()
+        self.start_polling()
 
-    def on_unmount(self) -> None:
-        self._wake.set()
+    def open_model(self) -> ResultsBoardModel:
+        return ResultsBoardModel(self.app.db, self.filter_text)
 
-    @work(thread=True, exclusive=True, group="results-poll", exit_on_error=False)
-    def _poll(self) -> None:
-        worker = get_current_worker()
-        while not worker.is_cancelled:
-            try:
-                conn = open_reader(self.app.db)
-                try:
-                    filters = runsdb.parse_filters(self.filter_text) if self.filter_text.strip() else []
-                    group = group_in_filter(self.filter_text)
-                    matrix = results_table.results_matrix(conn, filters=filters, baseline=group_baseline_run(conn, group))
-                    attach_references(conn, matrix, group)
-                finally:
-                    conn.close()
-                self.post_message(self.Loaded(matrix, None))
-            except LrfrError as exc:
-                self.post_message(self.Loaded(None, str(exc)))
-            self._wake.wait(5 * self.app.poll_s)
-            self._wake.clear()
+    def read(self, model: ResultsBoardModel) -> Loaded:
+        try:
+            return self.Loaded(model.snapshot(), None)
+        except LrfrError as exc:  # shown in the head line; the board keeps polling (the db may come back)
+            return self.Loaded(None, str(exc))
+
+    def poll_wait(self, message: Loaded) -> float:
+        return 5 * self.app.poll_s
 
     def on_results_screen_loaded(self, message: Loaded) -> None:
         self.loads += 1

@@ -10,11 +10,10 @@ from __future__ import annotations
 from textual import work
 
 from engine.errors import LrfrError
-from lrfr_tui.launch_form import duplicate_form
+from lrfr_tui.launch_form import load_duplicate_form
 from lrfr_tui.runsdb.states import ACTIVE_STATUSES
 from lrfr_tui.screens.dialogs import ConfirmDialog, PromptDialog
 from lrfr_tui.tui_messages import DataChanged, OpenLaunch
-from lrfr_tui.tui_models import open_reader
 from lrfr_tui.usecases import kill_runs, resume_runs, tag_runs
 
 
@@ -114,11 +113,7 @@ class RunActions:
         """Open the launch form prefilled with the run's preset and the keys it changed."""
         app = self.app
         try:
-            conn = open_reader(app.db)
-            try:
-                form = duplicate_form(conn, run_id)
-            finally:
-                conn.close()
+            form = load_duplicate_form(app.db, run_id)
         except LrfrError as exc:
             app.notify(f"cannot duplicate run {run_id}: {exc}", severity="error", markup=False)
             return

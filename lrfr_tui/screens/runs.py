@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
-from textual.worker import get_current_worker
 
+from lrfr_tui.screens.polling import PollingScreen
 from lrfr_tui.screens.run_actions import RunActions
 from lrfr_tui.tui_models import RunsModel, RunsSnapshot
 from lrfr_tui.widgets.runs_table import SPECS, RunsTable
@@ -24,7 +22,7 @@ FINAL = ("finished", "failed", "killed")
 FILTER_HINT = "/ filter: status=running tag=paper lfw.acc>0.99 min(loss)<1.2 optim.lr=0.1"
 
 
-class RunsScreen(RunActions, Screen):
+class RunsScreen(RunActions, PollingScreen):
     BINDINGS = [
         Binding("enter", "open_detail", "Detail"),
         Binding("n", "new_run", "New"),
@@ -53,7 +51,6 @@ class RunsScreen(RunActions, Screen):
         self.filter_text = ""
         self.snapshot: RunsSnapshot | None = None
         self.loads = 0  # snapshots applied (tests wait on it)
-        self._wake = threading.Event()
         self._active = True
         self._statuses: dict[int, str] = {}
         self._last_error = ""
@@ -73,36 +70,30 @@ class RunsScreen(RunActions, Screen):
         return self.query_one(RunsTable)
 
     def on_mount(self) -> None:
-        self.app.data_signal.subscribe(self, lambda _: self._wake.set())
         self.table.focus()
-        self._poll()
+        self.start_polling()
 
     def on_screen_suspend(self) -> None:
         self._active = False
 
     def on_screen_resume(self) -> None:
         self._active = True
-        self._wake.set()
-
-    def on_unmount(self) -> None:
-        self._wake.set()
+        self.wake()
 
     # ------------------------------------------------------------ reading runs.db
 
-    @work(thread=True, exclusive=True, group="runs-poll", exit_on_error=False)
-    def _poll(self) -> None:
-        """Re-read the runs every poll interval (slower while another screen is on top)."""
-        worker = get_current_worker()
-        model = RunsModel(self.app.db)
-        try:
-            while not worker.is_cancelled:
-                snapshot = model.snapshot(self.filter_text, self.app.now())
-                self.post_message(self.Loaded(snapshot))
-                if snapshot.complete:
-                    self._wake.wait(self.app.poll_s if self._active else 5 * self.app.poll_s)
-                self._wake.clear()
-        finally:
-            model.close()
+    def open_model(self) -> RunsModel:
+        return RunsModel(self.app.db)
+
+    def read(self, model: RunsModel) -> Loaded:
+        return self.Loaded(model.snapshot(self.filter_text, self.app.now()))
+
+    def poll_wait(self, message: Loaded) -> float:
+        """Every poll interval, slower while another screen is on top; at once while the snapshot
+        is still incomplete (sparklines still to read)."""
+        if not message.snapshot.complete:
+            return 0
+        return self.app.poll_s if self._active else 5 * self.app.poll_s
 
     def on_runs_screen_loaded(self, message: Loaded) -> None:
         snap = message.snapshot
@@ -163,7 +154,7 @@ class RunsScreen(RunActions, Screen):
         self.filter_text = event.value
         if self._debounce is not None:
             self._debounce.stop()
-        self._debounce = self.set_timer(0.15, self._wake.set)
+        self._debounce = self.set_timer(0.15, self.wake)
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self) -> None:
@@ -194,7 +185,7 @@ class RunsScreen(RunActions, Screen):
     def focus_run(self, run_id: int) -> None:
         """Put the cursor on this run once it shows up (a run just launched)."""
         self._focus_run = run_id
-        self._wake.set()
+        self.wake()
 
     def target_runs(self) -> list[tuple[int, str, str, list[str]]]:
         lines = self.table.lines

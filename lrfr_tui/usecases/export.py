@@ -44,16 +44,20 @@ def render_export(conn: sqlite3.Connection, fmt: str, *, run_ids: Sequence[int] 
 EXTENSIONS = {"csv": "csv", "markdown": "md", "latex": "tex"}
 
 
-def export_results(conn: sqlite3.Connection, fmt: str, directory: Path, filter_text: str, now: float,
-                   run_ids: Sequence[int] | None = None) -> Path:
-    """Write the runs matching the filter (or ``run_ids``) to a new ``lrfr-results-TIME.EXT`` in
-    ``directory``; never overwrites an earlier export."""
+def export_results(db: Path, fmt: str, filter_text: str, now: float, run_ids: Sequence[int] | None = None) -> Path:
+    """Write the runs matching the filter (or ``run_ids``) to a new ``lrfr-results-TIME.EXT`` beside
+    runs.db; never overwrites an earlier export."""
     from lrfr_tui.paper_layout import group_in_filter
 
     filters = runsdb.parse_filters(filter_text) if filter_text.strip() else []
     group = group_in_filter(filter_text)
-    text, _ = render_export(conn, fmt, run_ids=run_ids, group=group, filters=filters,
-                            baseline=default_baseline(conn, group, run_ids))
+    conn = runsdb.open_db(db)
+    try:
+        text, _ = render_export(conn, fmt, run_ids=run_ids, group=group, filters=filters,
+                                baseline=default_baseline(conn, group, run_ids))
+    finally:
+        conn.close()
+    directory = Path(db).parent
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     path = directory / f"lrfr-results-{stamp}.{EXTENSIONS[fmt]}"
     counter = 1
