@@ -194,8 +194,8 @@ def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate thi
     if model is not None:
         from engine.evaluate.external import load_external_model
 
-        cfg = resolve(preset)
-        net = load_external_model(model, torch_device)
+        cfg = resolve(preset, overrides)
+        net = load_external_model(model, torch_device, input_size=cfg.model.input_size)
         cfg.name = cfg.name or model.name
     else:
         net, cfg = load_backbone(checkpoint, torch_device)
@@ -207,6 +207,7 @@ def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate thi
         cfg.eval.benchmarks = list(bench)
     cfg.train.device = str(torch_device)  # what this evaluation runs on, not what the training used
     validate(cfg)
+    _check_eval_data(cfg)
     command = shlex.join(["lrfr", *sys.argv[1:]])
     owns_run = run_id is None
     if owns_run:
@@ -224,6 +225,18 @@ def eval_(run_id: Annotated[int | None, typer.Option("--run", help="evaluate thi
         print(json.dumps({"run": run_id, "results": results}, indent=2))
     else:
         print_results(store, run_id, benches=names)
+
+
+def _check_eval_data(cfg) -> None:
+    """A benchmark without its dataset is one line before any run is recorded (not a failed run)."""
+    from engine.errors import DatasetError
+    from engine.evaluate.availability import check_benchmark_data
+
+    try:
+        check_benchmark_data(cfg)
+    except DatasetError as exc:
+        raise LrfrError(f"{exc}; or evaluate on synthetic stand-ins with --set eval.source=synthetic "
+                        "(as --preset tiny does)") from None
 
 
 def _main_rank():

@@ -267,3 +267,40 @@ def test_ctrl_c_still_exits_130(monkeypatch, capsys, exc):
         cli.main(["presets"])
     assert exit_.value.code == 130
     assert "Traceback" not in capsys.readouterr().err
+
+
+def _runs_in(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+
+def test_eval_of_a_model_without_its_benchmark_data_records_nothing(tmp_path):
+    """The README's `lrfr eval --model M --bench lfw` on a machine with no LFW registered: one line that
+    says how to register it (or use the stand-ins), exit 2, and no failed run left behind."""
+    import torch
+
+    from engine.models import get_model
+
+    net = get_model("iresnet18", width=0.125, input_size=32).eval()
+    torch.jit.save(torch.jit.trace(net, torch.zeros(2, 3, 32, 32)), tmp_path / "model.pt")
+    args = ["eval", "--model", "model.pt", "--bench", "lfw", "--set", "model.input_size=32"]
+    line = assert_one_error_line(lrfr(*args, cwd=tmp_path), args)
+    assert "lrfr data add lfw" in line and "eval.source=synthetic" in line
+    assert _runs_in(tmp_path / "runs.db") == 0
+
+
+def test_eval_of_a_model_exported_with_a_fixed_batch_says_how_to_export_it(tmp_path):
+    """A torch.export program traced at batch 2 cannot embed a batch of 1 or 3: one line naming the
+    dynamic batch dimension, instead of a traceback from inside the evaluation, and no run recorded."""
+    import torch
+
+    from engine.models import get_model
+
+    net = get_model("iresnet18", width=0.125, input_size=32).eval()
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 32, 32),)), tmp_path / "fixed.pt2")
+    args = ["eval", "--model", "fixed.pt2", "--preset", "tiny", "--bench", "lfw", "--set", "model.input_size=32"]
+    line = assert_one_error_line(lrfr(*args, cwd=tmp_path, timeout=300), args)
+    assert "dynamic batch dimension" in line and "fixed.pt2" in line
+    assert _runs_in(tmp_path / "runs.db") == 0

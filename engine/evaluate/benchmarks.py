@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from engine.catalog import find_pairs_file, lookup
+from engine.catalog import find_pairs_file
 from engine.config import RunConfig
 from engine.data.binpack import load_bin
 from engine.data.pairs import VerificationPairs, load_pairs_tree
@@ -46,15 +46,14 @@ from engine.data.scface import (
 from engine.data.standins import materialise_standins
 from engine.data.tinyface import DISTRACTOR_LABEL, tinyface_splits, training_root
 from engine.errors import DatasetError
+from engine.evaluate.availability import catalog_entry
 from engine.evaluate.embeddings import EmbedFn, embed, embed_dataset
 from engine.evaluate.identification import evaluate_identification
 from engine.evaluate.registry import (
-    BENCHMARK_FORMATS,
     PROTOCOLS_VERSION,
     BenchmarkInfo,
     benchmark_info,
     benchmarks,
-    default_dataset,
 )
 from engine.evaluate.roc import FAR_TARGETS, roc_curve, tar_at_far
 from engine.evaluate.ssim import ssim_degraded
@@ -181,12 +180,7 @@ def _source(ctx: EvalContext, name: str) -> tuple[str, Path, Path | None]:
         }[name]
         _report_source(ctx, name, "standin", f"standin-{ctx.cfg.eval.standin_size}", *found)
         return found
-    entry = lookup(ctx.dataset or default_dataset(name))
-    needs = BENCHMARK_FORMATS[name]
-    if ctx.dataset is not None and entry.format not in needs:
-        raise DatasetError(f"{name}={entry.name}: dataset {entry.name!r} is registered as format "
-                           f"{entry.format!r}, but the {name} benchmark reads {' or '.join(map(repr, needs))}; "
-                           f"register one of that format (`lrfr data add NAME PATH --format {needs[0]}`)")
+    entry = catalog_entry(name, ctx.dataset)
     found = (entry.format, Path(entry.path), Path(entry.pairs) if entry.pairs else None)
     _report_source(ctx, name, "catalog", entry.name, *found)
     return found
