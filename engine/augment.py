@@ -18,8 +18,7 @@ whatever device the images live on.
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
 from types import MappingProxyType
@@ -32,6 +31,8 @@ from torch import Tensor
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+# The duplicate-resolution rule lives with the config section it constrains (torch-free), shared here.
+from engine.config import check_distinct_resolutions
 from engine.errors import ConfigError
 
 __all__ = [
@@ -250,14 +251,6 @@ def _resolutions_per_sample(r: int | Tensor, n: int) -> list[int]:
 # --------------------------------------------------------------------------------------------------------
 # Resolution sampling
 # --------------------------------------------------------------------------------------------------------
-
-
-def check_distinct_resolutions(resolutions: Sequence[int], key: str = "augment.resolutions") -> None:
-    """Each resolution once, with its one weight: the rule ``ResolutionSampler`` and config validation share."""
-    repeated = sorted(r for r, n in Counter(resolutions).items() if n > 1)
-    if repeated:
-        raise ConfigError(f"{key}={list(resolutions)!r} is not valid: each resolution may appear only once "
-                          f"(repeated: {', '.join(map(str, repeated))})")
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,34 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from engine.config_rules import (
+    Above,
+    AtLeast,
+    Each,
+    EachParses,
+    FullMatch,
+    Increasing,
+    InRange,
+    MultipleOf,
+    OneOf,
+    Positive,
+    Rule,
+    SubsetOf,
+    invalid,
+    rule_of,
+    setting,
+)
 from engine.errors import ConfigError
 from engine.evaluate.registry import LOWRES_MODES, SCFACE_PROTOCOLS, parse_benchmark
+from engine.loss_registry import DISTANCE_REDUCTIONS, distance_names, head_names
+from engine.models.registry import list_models
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,81 +47,130 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 
+# train.device: auto, cpu, cuda or cuda:N (N a non-negative integer).
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+# Strings that end up in a Slurm batch script (as #SBATCH values): Slurm names, nothing a shell or
+# sbatch could read as a new line, a comment or an expansion.
+_SLURM_NAME_RE = re.compile(r"[A-Za-z0-9_.,+-]*")
+
+# Each field's rule (engine.config_rules) sits next to its default; validate() walks them in this order.
+# A rule that relates two fields is a function after its section, listed in _CROSS_FIELD_RULES.
+
+
 @dataclass
 class ModelConfig:
-    name: str = "iresnet34"
-    width: float = 1.0
-    embedding_size: int = 512
-    dropout: float = 0.0
-    input_size: int = 112
+    # Any backbone declared in engine.models.registry (listed sorted, as list_models() gives them).
+    name: str = setting("iresnet34", OneOf(tuple(list_models())))
+    width: float = setting(1.0, Above(0))
+    embedding_size: int = setting(512, Above(0))
+    dropout: float = setting(0.0, InRange(0, 1))
+    # Four stride-2 halvings: a multiple of 16 keeps every feature map exact.
+    input_size: int = setting(112, MultipleOf(16))
 
 
 @dataclass
 class DataConfig:
     # "synthetic" uses the built-in face generator; any other name is looked up in the catalog.
     dataset: str = "synthetic"
-    synthetic_identities: int = 300
-    synthetic_images_per_identity: int = 12
+    synthetic_identities: int = setting(300, AtLeast(2))
+    synthetic_images_per_identity: int = setting(12, AtLeast(1))
     synthetic_seed: int = 0
-    num_workers: int = 2
+    num_workers: int = setting(2, AtLeast(0))
     # "raise" stops at the first unreadable image (naming it); "skip" drops and counts them.
-    on_error: str = "raise"
+    on_error: str = setting("raise", OneOf(("raise", "skip")))
 
 
 @dataclass
 class AugmentConfig:
     # Resolutions (px) of the LR copy and their sampling weights. Empty = no LR branch (baseline).
-    resolutions: list[int] = field(default_factory=lambda: [7, 14, 20])
-    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 2.0])
+    resolutions: list[int] = setting([7, 14, 20], Each(Positive()))
+    weights: list[float] = setting([1.0, 1.0, 2.0], Each(AtLeast(0)))
     flip: bool = True
+
+
+def check_distinct_resolutions(resolutions: Sequence[int], key: str = "augment.resolutions") -> None:
+    """Each resolution once, with its one weight: the rule ``ResolutionSampler`` and config validation share.
+    Here (torch-free) so that validating a config does not import ``engine.augment``."""
+    repeated = sorted(r for r, n in Counter(resolutions).items() if n > 1)
+    if repeated:
+        raise invalid(key, list(resolutions), "each resolution may appear only once "
+                                              f"(repeated: {', '.join(map(str, repeated))})")
+
+
+def _augment_weights_fit_resolutions(cfg: RunConfig) -> None:
+    """One weight per resolution, not all zero, each resolution once (all moot without an LR branch)."""
+    aug = cfg.augment
+    if aug.resolutions and len(aug.resolutions) != len(aug.weights):
+        raise invalid("augment.weights", _plain(aug.weights),
+                      f"needs one weight per resolution ({len(aug.resolutions)})")
+    if aug.resolutions and sum(aug.weights) <= 0:
+        raise invalid("augment.weights", _plain(aug.weights), "must not all be zero")
+    check_distinct_resolutions(aug.resolutions, key="augment.resolutions")
 
 
 @dataclass
 class LossConfig:
-    head: str = "cosface"
-    s: float = 48.0
-    m: float = 0.4
-    distance: str = "logexp"
-    p: float = 1.0
+    # The heads and distance terms declared in engine.loss_registry, in its order.
+    head: str = setting("cosface", OneOf(head_names()))
+    s: float = setting(48.0, Above(0))
+    m: float = setting(0.4, AtLeast(0))
+    distance: str = setting("logexp", OneOf(distance_names()))
+    p: float = setting(1.0, AtLeast(1, "the paper uses 1 or 2"))
     # "sample": the paper's per-sample Eq. 3; "batch": the released code's single log over the batch.
-    reduction: str = "sample"
+    reduction: str = setting("sample", OneOf(DISTANCE_REDUCTIONS))
     # Threshold of distance = "smoothl1" (torch's smooth_l1_loss beta), > 0. Not torch's default 1: on
     # unit-normalised embeddings every coordinate difference is far below 1 (rms <= 2/sqrt(512) ~ 0.09
     # for 512-d), so beta = 1 is exactly the L2 loss. 0.02 is the rms coordinate difference of a pair
     # with cosine 0.9: aligned pairs stay quadratic, worse ones get L1 gradients (engine.losses.SMOOTH_L1_BETA).
-    beta: float = 0.02
+    beta: float = setting(0.02, Above(0, "the smooth-L1 threshold"))
     # Written ``loss.lambda`` in presets and overrides (``lambda`` is a Python keyword).
-    lambda_: float = 1.0
+    lambda_: float = setting(1.0, AtLeast(0))
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
+    lr: float = setting(0.1, Above(0))
+    momentum: float = setting(0.9, InRange(0, 1))
+    weight_decay: float = setting(5e-4, AtLeast(0))
+    batch_size: int = setting(256, AtLeast(2))
     # Clip the global gradient norm to this value; 0 disables clipping.
-    clip_grad_norm: float = 0.0
+    clip_grad_norm: float = setting(0.0, AtLeast(0, "0 = off"))
 
 
 @dataclass
 class ScheduleConfig:
-    epochs: int = 28
-    milestones: list[int] = field(default_factory=lambda: [16, 24])
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
+    epochs: int = setting(28, AtLeast(1))
+    milestones: list[int] = setting([16, 24], Increasing())
+    gamma: float = setting(0.1, InRange(0, 1, closed="(]"))
+    warmup_epochs: float = setting(0.0, AtLeast(0))
     # Stop after this many optimiser steps in total (0 = run all epochs). For smoke runs and tests.
-    max_steps: int = 0
+    max_steps: int = setting(0, AtLeast(0, "0 = no cap"))
 
 
 @dataclass
 class TrainConfig:
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
+    device: str = setting("auto", FullMatch(_DEVICE_RE, "use auto, cpu, cuda or cuda:N"))
+    amp: str = setting("auto", OneOf(("auto", "off", "bf16", "fp16")))  # auto: bf16 on CUDA, off on CPU
     channels_last: bool = True
-    log_every: int = 20
-    checkpoint_every_epochs: int = 1
+    log_every: int = setting(20, AtLeast(1))
+    checkpoint_every_epochs: int = setting(1, AtLeast(1))
+
+
+def _check_device_here(cfg: RunConfig) -> None:
+    """A CUDA device must exist on this machine, unless the run goes to Slurm (it runs on a GPU node)."""
+    device = cfg.train.device
+    if not device.startswith("cuda") or cfg.launch.launcher == "slurm":
+        return
+    import torch  # local import: only a CUDA setting needs it
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"train.device={device!r} is not valid: CUDA is not available on this machine "
+                          "(use auto or cpu, or launch.launcher=slurm)")
+    index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"train.device={device!r} is not valid: this machine has {count} CUDA device(s) "
+                          f"(cuda:0 to cuda:{count - 1})")
 
 
 @dataclass
@@ -109,28 +178,38 @@ class EvalConfig:
     # Any of: lfw, xqlfw, scface, tinyface, lowres_lfw (declared in `engine.evaluate.registry`), each on its own
     # catalog entry (lowres_lfw reads lfw), or BENCH=DATASET to run that protocol on another registered
     # dataset of a format it reads: "xqlfw=my_pairs" (results under the benchmark "xqlfw:my_pairs").
-    benchmarks: list[str] = field(default_factory=lambda: ["lfw", "xqlfw", "scface"])
+    benchmarks: list[str] = setting(["lfw", "xqlfw", "scface"],
+                                    EachParses(parse_benchmark, "BENCHMARK or BENCHMARK=DATASET"))
     # "catalog": the datasets registered under the benchmark's name (`lrfr data add lfw PATH`);
     # "synthetic": stand-ins generated in the real file formats (no download needed).
-    source: str = "catalog"
-    standin_size: str = "tiny"
+    source: str = setting("catalog", OneOf(("catalog", "synthetic")))
+    standin_size: str = setting("tiny", OneOf(("tiny", "test")))
     # lowres_lfw probe resolutions in px (a value >= the input size is the HR image) and which
     # images of a pair are degraded: "second" (cross-resolution), "both", or "random" (seeded sizes).
-    resolutions: list[int] = field(default_factory=lambda: [7, 10, 14, 20, 28, 42, 56, 112])
-    lowres_mode: str = "second"
-    batch_size: int = 128
+    resolutions: list[int] = setting([7, 10, 14, 20, 28, 42, 56, 112], Each(Positive()))
+    lowres_mode: str = setting("second", OneOf(LOWRES_MODES))  # one protocol each (engine.evaluate.registry)
+    batch_size: int = setting(128, AtLeast(1))
     seed: int = 0
     # SCface, any of: "zero_shot" = no fine-tuning, on the DCR split's test ids (80 of 130; the paper's
     # "w/o fine-tuning", Tables 1, 4, 6); "finetune" = fine-tune on the other scface_train_ids subjects,
     # test on the same ids (Table 1); "zero_shot_all130" = no fine-tuning on every subject (not in the paper).
     # The split is seeded (eval.seed) and saved as scface_split.json in the run directory.
-    scface_protocols: list[str] = field(default_factory=lambda: ["zero_shot", "finetune"])
-    scface_train_ids: int = 50
+    scface_protocols: list[str] = setting(["zero_shot", "finetune"], SubsetOf(
+        SCFACE_PROTOCOLS, "use any of zero_shot (80 DCR test ids), finetune, zero_shot_all130"))
+    scface_train_ids: int = setting(50, AtLeast(1))
     # TinyFace: also fine-tune on its Training_Set before testing (the paper's Table 2 setting).
     tinyface_finetune: bool = False
-    finetune_epochs: int = 10
-    finetune_lr: float = 0.01
-    finetune_batch_size: int = 64
+    finetune_epochs: int = setting(10, AtLeast(1))
+    finetune_lr: float = setting(0.01, Above(0))
+    finetune_batch_size: int = setting(64, AtLeast(2))
+
+
+def _catalog_datasets_need_the_catalog(cfg: RunConfig) -> None:
+    """``BENCH=DATASET`` reads a catalog entry, which stand-ins (``eval.source=synthetic``) do not have."""
+    for bench in cfg.eval.benchmarks:
+        if parse_benchmark(bench).dataset is not None and cfg.eval.source != "catalog":
+            raise ConfigError(f"eval.benchmarks: {bench!r} names a catalog dataset, but eval.source="
+                              f"{cfg.eval.source} evaluates on stand-ins; set eval.source=catalog")
 
 
 @dataclass
@@ -138,13 +217,14 @@ class LaunchConfig:
     """How the experiment manager starts the run (ignored by a plain ``engine.train.train`` call)."""
 
     # GPUs the run asks for; 0 = CPU. More than 1 starts torchrun with one process per GPU (DDP).
-    gpus: int = 1
+    gpus: int = setting(1, AtLeast(0, "0 = CPU"))
     # "local": a process on this machine; "slurm": a Slurm job (through submitit).
-    launcher: str = "local"
-    slurm_partition: str = ""
-    slurm_time_min: int = 0  # 0 = the partition's default limit
-    slurm_cpus_per_task: int = 8
-    slurm_mem_gb: int = 0  # 0 = the partition's default
+    launcher: str = setting("local", OneOf(("local", "slurm")))
+    slurm_partition: str = setting("", FullMatch(
+        _SLURM_NAME_RE, "use letters, digits and _ . , + - only (a Slurm partition name or list)"))
+    slurm_time_min: int = setting(0, AtLeast(0, "0 = partition default"))  # 0 = the partition's default limit
+    slurm_cpus_per_task: int = setting(8, AtLeast(1))
+    slurm_mem_gb: int = setting(0, AtLeast(0))  # 0 = the partition's default
 
 
 @dataclass
@@ -165,19 +245,14 @@ class RunConfig:
 
 SECTIONS = ("model", "data", "augment", "loss", "optim", "schedule", "train", "eval", "launch")
 TOP_LEVEL = ("name", "preset", "description")
+# The section classes, by section name (each RunConfig section field's default_factory).
+_SECTION_TYPES: dict[str, type] = {f.name: f.default_factory for f in fields(RunConfig) if f.name in SECTIONS}
 
-# Allowed values of the string options that select behaviour.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.on_error": ("raise", "skip"),
-    "loss.head": ("cosface", "arcface", "softmax"),
-    "loss.distance": ("none", "l1", "l2", "smoothl1", "logexp"),
-    "loss.reduction": ("sample", "batch"),
-    "train.amp": ("auto", "off", "bf16", "fp16"),
-    "eval.source": ("catalog", "synthetic"),
-    "eval.standin_size": ("tiny", "test"),
-    "eval.lowres_mode": LOWRES_MODES,  # one protocol each (engine.evaluate.registry)
-    "launch.launcher": ("local", "slurm"),
-}
+# The rules that relate fields, checked after every field's own rule (so each sees well-formed values).
+_CROSS_FIELD_RULES: tuple[Callable[[RunConfig], None], ...] = (
+    _augment_weights_fit_resolutions,
+    _catalog_datasets_need_the_catalog,
+)
 
 
 def _key(field_name: str) -> str:
@@ -187,6 +262,18 @@ def _key(field_name: str) -> str:
 
 def _section_fields(section: Any) -> dict[str, dataclasses.Field]:
     return {_key(f.name): f for f in fields(section)}
+
+
+def field_rules() -> dict[str, Rule]:
+    """``{"optim.lr": Above(0), ...}``: every field's own rule, in the order validate() checks them."""
+    return {f"{name}.{_key(f.name)}": rule for name in SECTIONS for f in fields(_SECTION_TYPES[name])
+            if (rule := rule_of(f)) is not None}
+
+
+# Allowed values of the string options that select behaviour (the OneOf rules above), for the callers that
+# list them.
+CHOICES: dict[str, tuple[str, ...]] = {key: rule.allowed for key, rule in field_rules().items()
+                                       if isinstance(rule, OneOf)}
 
 
 # ---------------------------------------------------------------- dict conversion
@@ -341,107 +428,22 @@ def parse_override(text: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- validation
 
 
-# train.device: auto, cpu, cuda or cuda:N (N a non-negative integer).
-_DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-# Strings that end up in a Slurm batch script (as #SBATCH values): Slurm names, nothing a shell or
-# sbatch could read as a new line, a comment or an expansion.
-_SLURM_NAME_RE = re.compile(r"[A-Za-z0-9_.,+-]*")
-
-
 def validate(cfg: RunConfig, *, here: bool = True) -> None:
     """Raise ConfigError naming the key for any value outside its allowed range.
 
+    Each field's rule first (section by section, in field order), then the rules that relate fields.
     ``here``: also check what depends on this machine (a CUDA device for a run that is not sent to Slurm).
     """
-    flat = flatten(cfg)
-    for key, allowed in CHOICES.items():
-        if flat[key] not in allowed:
-            raise ConfigError(f"{key}={flat[key]!r} is not valid; choose one of: {', '.join(allowed)}")
-
-    def check(ok: bool, key: str, what: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key}={flat[key]!r} is not valid: {what}")
-
-    from engine.models import list_models  # local import: models pull in torch
-
-    models = list_models()
-    if cfg.model.name not in models:
-        raise ConfigError(f"model.name={cfg.model.name!r} is not valid; choose one of: {', '.join(models)}")
-    check(cfg.model.width > 0, "model.width", "must be > 0")
-    check(cfg.model.embedding_size > 0, "model.embedding_size", "must be > 0")
-    check(0 <= cfg.model.dropout < 1, "model.dropout", "must be in [0, 1)")
-    check(cfg.model.input_size >= 16 and cfg.model.input_size % 16 == 0, "model.input_size",
-          "must be a multiple of 16")
-    check(cfg.data.synthetic_identities >= 2, "data.synthetic_identities", "must be >= 2")
-    check(cfg.data.synthetic_images_per_identity >= 1, "data.synthetic_images_per_identity", "must be >= 1")
-    check(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
-    check(not cfg.augment.resolutions or len(cfg.augment.resolutions) == len(cfg.augment.weights),
-          "augment.weights",
-          f"needs one weight per resolution ({len(cfg.augment.resolutions)})")
-    check(all(r >= 1 for r in cfg.augment.resolutions), "augment.resolutions", "must be positive")
-    check(all(w >= 0 for w in cfg.augment.weights), "augment.weights", "must be >= 0")
-    check(not cfg.augment.resolutions or sum(cfg.augment.weights) > 0, "augment.weights",
-          "must not all be zero")
-    check(cfg.loss.s > 0, "loss.s", "must be > 0")
-    check(cfg.loss.m >= 0, "loss.m", "must be >= 0")
-    check(cfg.loss.p >= 1, "loss.p", "must be >= 1 (the paper uses 1 or 2)")
-    check(cfg.loss.beta > 0, "loss.beta", "must be > 0 (the smooth-L1 threshold)")
-    check(cfg.loss.lambda_ >= 0, "loss.lambda", "must be >= 0")
-    check(cfg.optim.lr > 0, "optim.lr", "must be > 0")
-    check(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)")
-    check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-    check(cfg.optim.batch_size >= 2, "optim.batch_size", "must be >= 2")
-    check(cfg.optim.clip_grad_norm >= 0, "optim.clip_grad_norm", "must be >= 0 (0 = off)")
-    check(cfg.schedule.epochs >= 1, "schedule.epochs", "must be >= 1")
-    check(list(cfg.schedule.milestones) == sorted(cfg.schedule.milestones), "schedule.milestones",
-          "must be increasing")
-    check(0 < cfg.schedule.gamma <= 1, "schedule.gamma", "must be in (0, 1]")
-    check(cfg.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
-    check(cfg.schedule.max_steps >= 0, "schedule.max_steps", "must be >= 0 (0 = no cap)")
-    check(_DEVICE_RE.fullmatch(cfg.train.device) is not None, "train.device",
-          "use auto, cpu, cuda or cuda:N")
+    for name in SECTIONS:
+        section = getattr(cfg, name)
+        for f in fields(section):
+            rule = rule_of(f)
+            if rule is not None:
+                rule.check(f"{name}.{_key(f.name)}", _plain(getattr(section, f.name)))
+    for check in _CROSS_FIELD_RULES:
+        check(cfg)
     if here:
         _check_device_here(cfg)
-    check(cfg.train.log_every >= 1, "train.log_every", "must be >= 1")
-    check(cfg.train.checkpoint_every_epochs >= 1, "train.checkpoint_every_epochs", "must be >= 1")
-    check(all(r >= 1 for r in cfg.eval.resolutions), "eval.resolutions", "must be positive")
-    check(cfg.eval.batch_size >= 1, "eval.batch_size", "must be >= 1")
-    check(all(p in SCFACE_PROTOCOLS for p in cfg.eval.scface_protocols),
-          "eval.scface_protocols", "use any of zero_shot (80 DCR test ids), finetune, zero_shot_all130")
-    check(cfg.eval.scface_train_ids >= 1, "eval.scface_train_ids", "must be >= 1")
-    check(cfg.eval.finetune_epochs >= 1, "eval.finetune_epochs", "must be >= 1")
-    check(cfg.eval.finetune_lr > 0, "eval.finetune_lr", "must be > 0")
-    check(cfg.eval.finetune_batch_size >= 2, "eval.finetune_batch_size", "must be >= 2")
-    check(cfg.launch.gpus >= 0, "launch.gpus", "must be >= 0 (0 = CPU)")
-    check(cfg.launch.slurm_time_min >= 0, "launch.slurm_time_min", "must be >= 0 (0 = partition default)")
-    check(cfg.launch.slurm_cpus_per_task >= 1, "launch.slurm_cpus_per_task", "must be >= 1")
-    check(cfg.launch.slurm_mem_gb >= 0, "launch.slurm_mem_gb", "must be >= 0")
-    check(_SLURM_NAME_RE.fullmatch(cfg.launch.slurm_partition) is not None, "launch.slurm_partition",
-          "use letters, digits and _ . , + - only (a Slurm partition name or list)")
-    from engine.augment import check_distinct_resolutions  # local import: augment pulls in torch
-
-    check_distinct_resolutions(cfg.augment.resolutions, key="augment.resolutions")
-    for bench in cfg.eval.benchmarks:
-        spec = parse_benchmark(bench)  # ConfigError for an unknown benchmark or a malformed BENCH=DATASET
-        if spec.dataset is not None and cfg.eval.source != "catalog":
-            raise ConfigError(f"eval.benchmarks: {bench!r} names a catalog dataset, but eval.source="
-                              f"{cfg.eval.source} evaluates on stand-ins; set eval.source=catalog")
-
-
-def _check_device_here(cfg: RunConfig) -> None:
-    """A CUDA device must exist on this machine, unless the run goes to Slurm (it runs on a GPU node)."""
-    device = cfg.train.device
-    if not device.startswith("cuda") or cfg.launch.launcher == "slurm":
-        return
-    import torch  # local import: only a CUDA setting needs it
-
-    if not torch.cuda.is_available():
-        raise ConfigError(f"train.device={device!r} is not valid: CUDA is not available on this machine "
-                          "(use auto or cpu, or launch.launcher=slurm)")
-    index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
-    if index >= count:
-        raise ConfigError(f"train.device={device!r} is not valid: this machine has {count} CUDA device(s) "
-                          f"(cuda:0 to cuda:{count - 1})")
 
 
 # ---------------------------------------------------------------- presets

@@ -11,6 +11,9 @@ This module holds both halves:
 * feature-distance losses (``l1_loss``, ``l2_loss``, ``smooth_l1_loss``, ``logexp_loss``, built
   by name with ``build_distance_loss``) applied to the normalised HR and LR embeddings.
 
+Each head and distance term is declared in ``engine.loss_registry`` (name, description, the config
+options its builder reads) and its builder registers here with ``@register_head`` / ``@register_distance``.
+
 Everything is computed in float32, also under ``torch.autocast``: the margins and the LogExp
 exponentials are exactly where half precision loses the signal or overflows.
 """
@@ -27,6 +30,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.errors import ConfigError
+from engine.loss_registry import (
+    DISTANCE_REDUCTIONS,
+    distance_builders,
+    distance_info,
+    distance_names,
+    head_builders,
+    head_info,
+    head_names,
+    register_distance,
+    register_head,
+)
 
 __all__ = [
     "ArcFace",
@@ -124,6 +138,7 @@ class _MarginHead(_Head):
         return f"{super().extra_repr()}, s={self.s}, m={self.m}"
 
 
+@register_head("cosface")
 class CosFace(_MarginHead):
     """CosFace / large-margin cosine loss (Wang et al. 2018), the paper's classification loss.
 
@@ -137,6 +152,7 @@ class CosFace(_MarginHead):
         return cos_target - self.m
 
 
+@register_head("arcface")
 class ArcFace(_MarginHead):
     """ArcFace / additive angular margin loss (Deng et al. 2019): target logit s * cos(theta_y + m).
 
@@ -167,6 +183,7 @@ class ArcFace(_MarginHead):
         return torch.where(cos > self._cos_limit, cos_theta_plus_m, cos - self._fallback_shift)
 
 
+@register_head("softmax")
 class SoftmaxHead(_Head):
     """Plain softmax classifier: bias-free linear logits ``x W^T``, no normalisation, no margin."""
 
@@ -183,7 +200,9 @@ class SoftmaxHead(_Head):
             return F.cross_entropy(logits, labels.long().view(-1))
 
 
-HEAD_KINDS: tuple[str, ...] = ("cosface", "arcface", "softmax")
+# Declared in engine.loss_registry; kept under this name for the callers of engine.losses.
+HEAD_KINDS: tuple[str, ...] = head_names()
+_HEAD_BUILDERS = head_builders()  # every declared head has its class registered above (KeyError otherwise)
 
 
 def build_head(
@@ -196,20 +215,15 @@ def build_head(
     """Build a classification head by name (``"cosface"``, ``"arcface"`` or ``"softmax"``).
 
     ``s`` / ``m`` of ``None`` keep the head's default (CosFace 48 / 0.4, ArcFace 64 / 0.5).
-    The softmax head has neither a scale nor a margin and ignores them.
+    A head is given only the options it declares (``head_info(kind).options``): the softmax
+    head has neither a scale nor a margin and ignores them.
     """
-    key = kind.strip().lower() if isinstance(kind, str) else kind
-    if key == "softmax":
-        return SoftmaxHead(embedding_size, num_classes)
-    if key in ("cosface", "arcface"):
-        cls = CosFace if key == "cosface" else ArcFace
-        kwargs: dict[str, float] = {}
-        if s is not None:
-            kwargs["s"] = float(s)
-        if m is not None:
-            kwargs["m"] = float(m)
-        return cls(embedding_size, num_classes, **kwargs)
-    raise ConfigError(f"unknown classification head {kind!r}; valid kinds: {', '.join(HEAD_KINDS)}")
+    key = kind.strip().lower() if isinstance(kind, str) else None
+    if key not in _HEAD_BUILDERS:
+        raise ConfigError(f"unknown classification head {kind!r}; valid kinds: {', '.join(HEAD_KINDS)}")
+    given = {"s": s, "m": m}
+    kwargs = {word: float(given[word]) for word in head_info(key).keywords if given[word] is not None}
+    return _HEAD_BUILDERS[key](embedding_size, num_classes, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,9 +321,6 @@ def _check_p(p: float) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 1:
         raise ConfigError(f"the LogExp exponent p must be a number >= 1 (the paper uses 1 or 2), got {p!r}")
     return float(p)
-
-
-DISTANCE_REDUCTIONS: tuple[str, ...] = ("sample", "batch")
 
 
 def _world_size() -> int:
@@ -419,7 +430,38 @@ def logexp_loss(x: Tensor, y: Tensor, p: float = 1, reduction: str = "sample", g
         return _log1p_sum_expm1(a.reshape(1, -1)).squeeze(0) / (p * n)
 
 
-DISTANCE_LOSSES: tuple[str, ...] = ("none", "l1", "l2", "smoothl1", "logexp")
+# The builders of the declared distance terms (engine.loss_registry): each takes exactly its declared
+# options as keywords and returns the loss function, or None for no term.
+
+
+@register_distance("none")
+def _no_distance() -> None:
+    return None  # the trainer then adds no distance term (and does not weight one by loss.lambda)
+
+
+@register_distance("l1")
+def _l1() -> DistanceLoss:
+    return l1_loss
+
+
+@register_distance("l2")
+def _l2() -> DistanceLoss:
+    return l2_loss
+
+
+@register_distance("smoothl1")
+def _smooth_l1(beta: float) -> DistanceLoss:
+    return functools.partial(smooth_l1_loss, beta=beta)
+
+
+@register_distance("logexp")
+def _logexp(p: float, reduction: str) -> DistanceLoss:
+    return functools.partial(logexp_loss, p=_check_p(p), reduction=reduction)
+
+
+# Declared in engine.loss_registry; kept under this name for the callers of engine.losses.
+DISTANCE_LOSSES: tuple[str, ...] = distance_names()
+_DISTANCE_BUILDERS = distance_builders()  # every declared term has its builder above (KeyError otherwise)
 
 
 def build_distance_loss(
@@ -429,24 +471,17 @@ def build_distance_loss(
     ``"smoothl1"`` or ``"logexp"``.
 
     ``p`` and ``reduction`` parametrise LogExp (Eq. 3 per sample, or the released code's
-    whole-batch form, gathered over DDP ranks); ``beta`` is smooth L1's threshold. The other
-    losses ignore them, but an unknown ``reduction`` or a ``beta <= 0`` is rejected for every
-    name so a typo never passes silently.
+    whole-batch form, gathered over DDP ranks); ``beta`` is smooth L1's threshold. Each term is
+    given only the options it declares (``distance_info(name).options``), but an unknown
+    ``reduction`` or a ``beta <= 0`` is rejected for every name so a typo never passes silently.
     """
     if reduction not in DISTANCE_REDUCTIONS:
         raise ConfigError(
             f"unknown distance-loss reduction {reduction!r}; valid reductions: {', '.join(DISTANCE_REDUCTIONS)}"
         )
     beta = _check_beta(beta)
-    key = name.strip().lower() if isinstance(name, str) else name
-    if key == "none":
-        return None
-    if key == "l1":
-        return l1_loss
-    if key == "l2":
-        return l2_loss
-    if key == "smoothl1":
-        return functools.partial(smooth_l1_loss, beta=beta)
-    if key == "logexp":
-        return functools.partial(logexp_loss, p=_check_p(p), reduction=reduction)
-    raise ConfigError(f"unknown distance loss {name!r}; valid names: {', '.join(DISTANCE_LOSSES)}")
+    key = name.strip().lower() if isinstance(name, str) else None
+    if key not in _DISTANCE_BUILDERS:
+        raise ConfigError(f"unknown distance loss {name!r}; valid names: {', '.join(DISTANCE_LOSSES)}")
+    given = {"p": p, "reduction": reduction, "beta": beta}
+    return _DISTANCE_BUILDERS[key](**{word: given[word] for word in distance_info(key).keywords})

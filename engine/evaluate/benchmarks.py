@@ -53,11 +53,13 @@ from engine.evaluate.registry import (
     PROTOCOLS_VERSION,
     BenchmarkInfo,
     benchmark_info,
+    benchmark_names,
     benchmarks,
 )
 from engine.evaluate.roc import FAR_TARGETS, roc_curve, tar_at_far
 from engine.evaluate.ssim import ssim_degraded
 from engine.evaluate.verification import insightface_verification, squared_l2, xqlfw_verification
+from engine.registry import Bindings
 from engine.reporting import Reporter
 
 
@@ -202,7 +204,8 @@ def _load_pairs(ctx: EvalContext, name: str) -> VerificationPairs:
 # ---------------------------------------------------------------- the runnable benchmarks
 
 BenchmarkFn = Callable[[EvalContext], None]
-_RUNNERS: dict[str, BenchmarkFn] = {}
+_RUNNERS: Bindings[BenchmarkFn] = Bindings("benchmark", benchmark_names, "engine.evaluate.registry",
+                                           "benchmark_runner", verb="runs")
 
 
 def benchmark_runner(name: str) -> Callable[[BenchmarkFn], BenchmarkFn]:
@@ -212,24 +215,13 @@ def benchmark_runner(name: str) -> Callable[[BenchmarkFn], BenchmarkFn]:
     info = benchmark_info(name)
     if info.name != name:  # benchmark_info also accepts result names (xqlfw:my_pairs): not here
         raise KeyError(f"{name!r} is not a benchmark name; register {info.name!r}")
-
-    def register(run: BenchmarkFn) -> BenchmarkFn:
-        if name in _RUNNERS:
-            raise KeyError(f"benchmark {name!r} already runs {_RUNNERS[name].__qualname__}")
-        _RUNNERS[name] = run
-        return run
-
-    return register
+    return _RUNNERS.register(name)
 
 
 def _runnable(declared: tuple[BenchmarkInfo, ...]) -> dict[str, BenchmarkFn]:
     """name -> run function for every declared benchmark, in paper order; a declared benchmark that nothing
     runs is an error when this module is imported, not when an evaluation reaches it."""
-    missing = [info.name for info in declared if info.name not in _RUNNERS]
-    if missing:
-        raise KeyError(f"declared in engine.evaluate.registry but never registered with benchmark_runner: "
-                       f"{', '.join(missing)}")
-    return {info.name: _RUNNERS[info.name] for info in declared}
+    return _RUNNERS.complete(info.name for info in declared)
 
 
 # ---------------------------------------------------------------- verification

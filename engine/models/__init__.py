@@ -11,68 +11,37 @@ Two families:
 Every backbone maps N x 3 x S x S images in [-1, 1] to N x ``embedding_size``
 embeddings that are not L2-normalised (unless a paper-code ResNet is built
 with ``normalize_output=True``); the embedding is float32 also under autocast.
+
+Each backbone is declared in ``engine.models.registry`` (``models()``, ``model_info(name)``), which
+this package loads without torch, so that ``engine.config`` can validate ``model.name`` and the
+backbones can be listed cheaply. The torch-side names (``get_model``, ``MODELS``, ``IResNet``,
+``ResNet``, ``convert_released_state_dict``) load their modules, and torch, on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-from torch import nn
-
-from engine.errors import ConfigError
-from engine.models.iresnet import IResNet, iresnet18, iresnet34, iresnet50, iresnet100
-from engine.models.resnet import ResNet, convert_released_state_dict, resnet34, resnet50
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "iresnet18": iresnet18,
-    "iresnet34": iresnet34,
-    "iresnet50": iresnet50,
-    "iresnet100": iresnet100,
-    "resnet34": resnet34,
-    "resnet50": resnet50,
-}
+from engine.models.registry import ModelInfo, list_models, model_info, model_names, models, register_model
 
 
-def list_models() -> list[str]:
-    """Registered backbone names, sorted."""
-    return sorted(MODELS)
+def __getattr__(name: str) -> Any:
+    # PEP 562: the heavy names are imported when first asked for, so that importing the registry (which
+    # loads this package first) never loads torch.
+    if name in ("get_model", "MODELS"):
+        from engine.models import factory
+
+        return getattr(factory, name)
+    if name == "IResNet":
+        from engine.models import iresnet
+
+        return iresnet.IResNet
+    if name in ("ResNet", "convert_released_state_dict"):
+        from engine.models import resnet
+
+        return getattr(resnet, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def get_model(
-    name: str,
-    embedding_size: int = 512,
-    width: float = 1.0,
-    dropout: float | None = None,
-    input_size: int = 112,
-    **kw,
-) -> nn.Module:
-    """Build a backbone by name.
-
-    Args:
-        name: one of ``list_models()``.
-        embedding_size: output dimension.
-        width: channel multiplier (0.25 -> 16/32/64/128 base channels).
-        dropout: head dropout; ``None`` keeps the family's own default
-            (0.0 for IResNet, 0.4 for the paper-code ResNet).
-        input_size: side of the square input images.
-        **kw: passed to the constructor, e.g. ``normalize_output=True`` for the
-            paper-code ResNets or ``zero_init_residual=True`` (both families).
-
-    Raises:
-        ConfigError: ``name`` is not registered, or a size is out of range
-            (width <= 0, embedding_size < 1, input_size too small).
-    """
-    try:
-        build = MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(list_models())}") from None
-    if dropout is not None:
-        kw["dropout"] = dropout
-    try:
-        return build(embedding_size=embedding_size, width=width, input_size=input_size, **kw)
-    except ValueError as exc:
-        # The constructors only raise ValueError for out-of-range arguments.
-        raise ConfigError(f"model {name!r}: {exc}") from None
-
-
-__all__ = ["MODELS", "IResNet", "ResNet", "convert_released_state_dict", "get_model", "list_models"]
+__all__ = ["MODELS", "IResNet", "ModelInfo", "ResNet", "convert_released_state_dict", "get_model", "list_models",
+           "model_info", "model_names", "models", "register_model"]

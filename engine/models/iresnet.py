@@ -22,13 +22,7 @@ import math
 import torch
 from torch import nn
 
-# Stage depths of the insightface family (r18/r34/r50/r100 all use the basic block).
-IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
-    "r18": (2, 2, 2, 2),
-    "r34": (3, 4, 6, 3),
-    "r50": (3, 4, 14, 3),
-    "r100": (3, 13, 30, 3),
-}
+from engine.models.registry import model_info, register_model
 
 BASE_CHANNELS = (64, 128, 256, 512)
 
@@ -201,21 +195,23 @@ class IResNet(nn.Module):
         return embedding_fp32(self.fc, self.features, x)
 
 
-def _iresnet(arch: str, **kwargs) -> IResNet:
-    return IResNet(IRESNET_LAYERS[arch], **kwargs)
-
-
+# The stage depths are those declared in engine.models.registry (r18/r34/r50/r100 all use the basic
+# block), so the listing and the network cannot disagree.
+@register_model("iresnet18")
 def iresnet18(**kwargs) -> IResNet:
-    return _iresnet("r18", **kwargs)
+    return IResNet(model_info("iresnet18").layers, **kwargs)
 
 
+@register_model("iresnet34")
 def iresnet34(**kwargs) -> IResNet:
-    return _iresnet("r34", **kwargs)
+    return IResNet(model_info("iresnet34").layers, **kwargs)
 
 
+@register_model("iresnet50")
 def iresnet50(**kwargs) -> IResNet:
-    return _iresnet("r50", **kwargs)
+    return IResNet(model_info("iresnet50").layers, **kwargs)
 
 
+@register_model("iresnet100")
 def iresnet100(**kwargs) -> IResNet:
-    return _iresnet("r100", **kwargs)
+    return IResNet(model_info("iresnet100").layers, **kwargs)

@@ -37,6 +37,7 @@ from engine.models.iresnet import (
     feature_map_size,
     scaled_channels,
 )
+from engine.models.registry import model_info, register_model
 
 
 class BasicBlock(nn.Module):
@@ -213,9 +214,12 @@ def convert_released_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str
     return out
 
 
+# Stage depths from the declarations in engine.models.registry (the released code: 3/4/6/3 for both).
+@register_model("resnet34")
 def resnet34(**kwargs) -> ResNet:
-    return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
+    return ResNet(BasicBlock, model_info("resnet34").layers, **kwargs)
 
 
+@register_model("resnet50")
 def resnet50(**kwargs) -> ResNet:
-    return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
+    return ResNet(Bottleneck, model_info("resnet50").layers, **kwargs)
