@@ -340,3 +340,38 @@ def test_stale_views_never_make_an_opener_wait_for_a_writer(tmp_path):
         holder.wait()
     store = Store(db)
     assert views.stale(store.conn) == []
+
+
+# ------------------------------------------------------------ the public interface
+
+# What schema v8 shipped (its migration, frozen): these stay first, in this order, whatever is appended.
+V8_COLUMNS = {
+    "run_summary": ["id", "name", "preset", "status", "group_name", "host", "launcher", "created", "started", "ended",
+                    "duration_s", "step", "total_steps", "exit_code", "failure_reason", "parent_id", "run_dir", "tags"],
+    "latest_results": ["run_id", "benchmark", "protocol", "metric", "resolution", "value", "source_kind", "created"],
+    "latest_metrics": ["run_id", "key", "step", "value", "special", "wall"],
+}
+PUBLIC_COLUMNS = {
+    "run_summary": [*V8_COLUMNS["run_summary"], "created_utc", "started_utc", "ended_utc", "note", "git_commit"],
+    "latest_results": [*V8_COLUMNS["latest_results"], "created_utc"],
+    "latest_metrics": [*V8_COLUMNS["latest_metrics"], "decoded", "wall_utc"],
+    "metric_series": ["run_id", "key", "step", "value", "special", "decoded", "wall", "wall_utc"],
+    "results_wide": [*RUN_COLUMNS, *expected_wide_columns()],
+}
+
+
+def test_view_columns_are_the_documented_public_interface(tmp_path):
+    """A renamed, dropped or reordered column fails here; so does one the README's table does not list."""
+    db = tmp_path / "runs.db"
+    Store(db).close()
+    conn = sqlite3.connect(db)
+    have = {name: [r[1] for r in conn.execute(f"PRAGMA table_info({name})")] for name in views.VIEW_NAMES}
+    assert have == PUBLIC_COLUMNS
+    for name, v8 in V8_COLUMNS.items():
+        assert have[name][:len(v8)] == v8
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in ("run_summary", "latest_results", "latest_metrics", "metric_series"):
+        (line,) = [ln for ln in readme.splitlines() if ln.startswith(f"| `{name}` |")]
+        assert [c for c in have[name] if f"`{c}`" not in line] == [], name
+    (line,) = [ln for ln in readme.splitlines() if ln.startswith("| `results_wide` |")]
+    assert all(f"`{c}`" in line for c in (*RUN_COLUMNS, "lfw_acc", "xqlfw_acc", "tinyface_rank1", "lowres_lfw_acc_112"))
