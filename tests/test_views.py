@@ -375,3 +375,17 @@ def test_view_columns_are_the_documented_public_interface(tmp_path):
         assert [c for c in have[name] if f"`{c}`" not in line] == [], name
     (line,) = [ln for ln in readme.splitlines() if ln.startswith("| `results_wide` |")]
     assert all(f"`{c}`" in line for c in (*RUN_COLUMNS, "lfw_acc", "xqlfw_acc", "tinyface_rank1", "lowres_lfw_acc_112"))
+
+
+def test_a_view_that_does_not_compile_fails_the_open_instead_of_being_skipped(tmp_path, monkeypatch):
+    """Only a held lock or a read-only file postpones the views; a broken definition is a bug, and says so."""
+    from lrfr_tui.runsdb import StoreError
+
+    db = tmp_path / "runs.db"
+    Store(db).close()
+    real = views.definitions
+    monkeypatch.setattr(views, "definitions", lambda: {**real(), "results_wide": "SELECT FROM WHERE"})
+    with pytest.raises(StoreError, match="syntax error"):
+        Store(db)
+    monkeypatch.undo()
+    assert views.stale(Store(db).conn) == []  # nothing half-done: the old views are still all there

@@ -85,8 +85,11 @@ class Store(RecordsMixin):
         try:
             with self.transaction():
                 views.install(self.conn)  # re-reads sqlite_master under the lock: a concurrent opener did it first
-        except sqlite3.OperationalError:
-            pass
+        except sqlite3.OperationalError as exc:
+            # Postponed: a writer holds the lock, or this file or its directory cannot be written. Anything
+            # else (a view that does not compile) is a bug and fails the open, as it fails every new runs.db.
+            if not any(word in str(exc) for word in ("locked", "busy", "readonly")):
+                raise
         finally:
             self.conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
 
