@@ -33,7 +33,9 @@ class BenchmarkInfo:
     paper's table; ``headline_single_protocol``: show them for the first present protocol only (True) or for
     each present protocol (False). ``formats``: the catalog formats (``engine.catalog.FORMATS``) its reader
     takes. ``catalog_entry``: the catalog entry it reads when ``eval.benchmarks`` names none (None: the entry
-    of its own name).
+    of its own name). ``headline_resolutions``: the probe resolutions (px) at which its headline metrics are
+    headline numbers, for tables with one fixed column per number (runs.db's ``results_wide`` view); empty:
+    its headline metrics are reported without a resolution.
     """
 
     name: str
@@ -45,6 +47,7 @@ class BenchmarkInfo:
     headline_single_protocol: bool
     formats: tuple[str, ...]
     catalog_entry: str | None = None
+    headline_resolutions: tuple[int, ...] = ()
 
     @property
     def default_dataset(self) -> str:
@@ -97,6 +100,8 @@ _DECLARED = (
         protocols=tuple(LOWRES_PROTOCOL_PREFIX + mode for mode in LOWRES_MODES),
         headline_metrics=("acc",), headline_single_protocol=False,
         formats=("bin", "pairs"), catalog_entry="lfw",
+        # HR and the MAug training resolutions; each is in eval.resolutions' default, so a default run fills them.
+        headline_resolutions=(112, 20, 14, 7),
     ),
 )
 _BY_NAME = {info.name: info for info in _DECLARED}

@@ -3,7 +3,8 @@
 Everything that reads or writes runs.db goes through this package: the schema and its migrations
 (``migrations``), the only writer (``store.Store``), the run state machine (``states``), the one
 codec for stored values (``codec``), the filter language and its SQL (``filters``, ``filter_sql``),
-and the reads the commands and screens share (``reads``, ``series``, ``outcomes``, ``groups``).
+the reads the commands and screens share (``reads``, ``series``, ``outcomes``, ``groups``), and the
+stable views other programs read (``views``).
 No module outside this package writes SQL (tests/test_layering.py checks it).
 """
 

@@ -203,13 +203,28 @@ def _to_v8(conn: sqlite3.Connection) -> None:
           ON last.run_id = m.run_id AND last.key = m.key AND last.step = m.step""")
 
 
+def _to_v9(conn: sqlite3.Connection) -> None:
+    """The stable views are generated (``runsdb.views``) and kept current instead of frozen here: v8's
+    ``run_summary``, ``latest_results`` and ``latest_metrics`` gain columns at their end (ISO-8601 UTC times,
+    the latest note, the git commit, metric values decoded into one REAL column), and ``metric_series`` and
+    ``results_wide`` (one column per headline number the engine's benchmark registry declares) are new.
+    ``migrate`` installs them after the last migration, so they always read the newest tables, and ``Store``
+    re-creates any whose definition changed on open (a new benchmark changes ``results_wide``) without a new
+    schema version. This version adds the index ``run_summary``'s latest note reads."""
+    conn.execute("CREATE INDEX IF NOT EXISTS notes_run ON notes(run_id, wall)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5, _to_v6, _to_v7,
-                                                          _to_v8]
+                                                          _to_v8, _to_v9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(conn: sqlite3.Connection, from_version: int) -> None:
-    """Apply migrations ``from_version + 1 .. SCHEMA_VERSION`` (inside the caller's transaction)."""
+    """Apply migrations ``from_version + 1 .. SCHEMA_VERSION`` (inside the caller's transaction), then install
+    the current views (``runsdb.views``) over the upgraded tables."""
+    from lrfr_tui.runsdb import views  # views -> result_keys -> filters: kept off the import of the schema
+
     for version in range(from_version, SCHEMA_VERSION):
         MIGRATIONS[version](conn)
+    views.install(conn)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

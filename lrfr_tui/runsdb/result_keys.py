@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from engine.evaluate import registry
 from lrfr_tui.runsdb.filters import Term
 
@@ -51,3 +54,25 @@ def result_sort_key(key: ResultKey) -> tuple:
     bench, protocol, metric, res = key
     bench_rank = BENCH_ORDER.index(bench) if bench in BENCH_ORDER else len(BENCH_ORDER)
     return (bench_rank, bench, *protocol_rank(bench, protocol), metric, res is not None, -(res or 0))
+
+
+@dataclass(frozen=True)
+class WideColumn:
+    """One headline number of a benchmark as a fixed column (runs.db's ``results_wide`` view)."""
+
+    benchmark: str
+    metric: str
+    resolution: int | None
+
+    @property
+    def name(self) -> str:
+        """``lfw_acc``, ``scface_rank1_d1``, ``lowres_lfw_acc_7``: a plain SQL identifier, part of the public view."""
+        return f"{self.benchmark}_{self.metric}" + ("" if self.resolution is None else f"_{self.resolution}")
+
+
+def wide_columns(benchmarks: Iterable[registry.BenchmarkInfo] | None = None) -> list[WideColumn]:
+    """Every declared benchmark's headline numbers in paper order: its headline metrics, each at every headline
+    resolution (or once, without one). Read from the registry at each call, so a new benchmark is a new column."""
+    infos = registry.benchmarks() if benchmarks is None else benchmarks
+    return [WideColumn(b.name, metric, res) for b in infos for metric in b.headline_metrics
+            for res in (b.headline_resolutions or (None,))]

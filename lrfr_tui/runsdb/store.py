@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lrfr_tui.runsdb.states as states
+import lrfr_tui.runsdb.views as views
 from engine.errors import LrfrError
 from lrfr_tui.launchers.local import process_start_ticks
 from lrfr_tui.runsdb.base import PENDING_FILE, StoreError, db_errors
@@ -71,6 +72,26 @@ class Store(RecordsMixin):
             # One transaction: a failed upgrade leaves the old schema and every run as they were.
             with self.transaction():
                 migrate(self.conn, version or 0)
+        else:
+            self._refresh_views()
+
+    def _refresh_views(self) -> None:
+        """Re-create the stable views whose definition changed (a benchmark was declared since they were made).
+        They are for other programs, never read by lrfr, so a held lock or a read-only file only postpones it
+        to the next opener: one read of sqlite_master when nothing changed, never a wait on a writer."""
+        if not views.stale(self.conn):
+            return
+        self.conn.execute(f"PRAGMA busy_timeout = {SETTLE_BUSY_TIMEOUT_MS}")
+        try:
+            with self.transaction():
+                views.install(self.conn)  # re-reads sqlite_master under the lock: a concurrent opener did it first
+        except sqlite3.OperationalError as exc:
+            # Postponed: a writer holds the lock, or this file or its directory cannot be written. Anything
+            # else (a view that does not compile) is a bug and fails the open, as it fails every new runs.db.
+            if not any(word in str(exc) for word in ("locked", "busy", "readonly")):
+                raise
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
 
     def _schema_version(self) -> int | None:
         has_meta = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
