@@ -333,6 +333,10 @@ def _list_items(key: str, value: Any) -> list[Any]:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
+            try:  # exactly what `lrfr config` prints: ["lfw", "xqlfw"], [7, 14, 20]
+                return list(tomllib.loads(f"v = {text}")["v"])
+            except tomllib.TOMLDecodeError:  # the shell-friendly form: [lfw, xqlfw]
+                pass
             text = text[1:-1] if text.endswith("]") else text[1:]
         return [v for v in (s.strip() for s in text.split(",")) if v]
     if isinstance(value, (list, tuple)):

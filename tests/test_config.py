@@ -79,3 +79,22 @@ def test_round_trip_through_dict_and_toml(tmp_path):
     path = tmp_path / "cfg.toml"
     path.write_text(to_toml(cfg))
     assert resolve(config_file=path) == cfg
+
+
+def test_every_list_value_lrfr_config_prints_is_accepted_back_by_set():
+    """`lrfr config` prints lists as TOML (`benchmarks = ["lfw", "xqlfw"]`, `resolutions = [7, 14, 20]`);
+    pasting a printed line's value into `--set key=VALUE` gives the same config, for every preset."""
+    from engine.config import flatten, list_presets, to_toml
+
+    for preset in list_presets():
+        cfg = resolve(preset)
+        section = ""
+        for line in to_toml(cfg).splitlines():
+            if line.startswith("["):
+                section = line.strip("[]") + "."
+                continue
+            key, sep, text = line.partition(" = ")
+            if not sep or not text.startswith("["):
+                continue
+            again = resolve(preset, [f"{section}{key}={text}"])
+            assert flatten(again) == flatten(cfg), (preset, section + key, text)
