@@ -32,14 +32,39 @@ def run_in_foreground(store, path: Path, run_id: int, as_json: bool) -> None:
     with ProgressReporter(err, f"run {run_id}") as progress:
         code = execute_run(path, run_id, extra=progress)
     record = store.get_run(run_id)
+    files = run_files(path, record)
     if as_json:
-        print(json.dumps({"run": run_id, "status": record.status, "results": store.results(run_id)}, indent=2))
+        print(json.dumps({"run": run_id, "status": record.status, "results": store.results(run_id),
+                          **{k: str(v) for k, v in files.items()}}, indent=2))
     else:
         print_results(store, run_id)
+        print_where_and_next(record, files)
     if code != 0:
         err.print(f"run {run_id} {record.status}: {record.failure_reason or 'see its train.log'}", soft_wrap=True,
                   markup=False, highlight=False)
         raise typer.Exit(code)
+
+
+def run_files(db: Path, record) -> dict[str, Path]:
+    """The run's checkpoint and log, where they exist (relative to here when below it)."""
+    from lrfr_tui.runsdb import runs_root
+
+    run_dir = Path(record.run_dir) if record.run_dir else runs_root(db) / str(record.id)
+    found = {name: run_dir / file for name, file in (("checkpoint", "checkpoint.pt"), ("log", "train.log"))
+             if (run_dir / file).exists()}
+    here = Path.cwd().resolve()
+    return {k: v.resolve().relative_to(here) if v.resolve().is_relative_to(here) else v for k, v in found.items()}
+
+
+def print_where_and_next(record, files: dict[str, Path]) -> None:
+    """Below the results: where the checkpoint and log are, and the commands a researcher types next."""
+    for name, file in files.items():
+        out.print(f"{name:<11} {file}", markup=False, highlight=False, soft_wrap=True)
+    n = record.id
+    steps = {"finished": [f"lrfr show {n}", f"lrfr results --runs {n}", f"lrfr eval --run {n} --bench NAME"],
+             "killed": [f"lrfr resume {n}", f"lrfr logs {n}"],
+             "failed": [f"lrfr logs {n}", f"lrfr resume {n}"]}.get(record.status, [f"lrfr show {n}"])
+    out.print(f"{'next':<11} " + "  ·  ".join(steps), markup=False, highlight=False, soft_wrap=True)
 
 
 def print_results(store, run_id: int, benches: list[str] | None = None) -> None:

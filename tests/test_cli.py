@@ -39,8 +39,20 @@ def test_run_tiny_end_to_end(tmp_path):
     lowres = {r: v for (b, p, m, r), v in results.items() if b == "lowres_lfw" and m == "acc"}
     assert set(lowres) == {32, 8} and all(0.0 <= v <= 1.0 for v in lowres.values())
     assert (tmp_path / "runs" / str(report["run"]) / "train.log").exists()
+    assert report["checkpoint"] == f"runs/{report['run']}/checkpoint.pt" and report["log"] == f"runs/{report['run']}/train.log"
     params = dict(db.execute("SELECT key, value FROM params WHERE run_id=?", (report["run"],)).fetchall())
     assert json.loads(params["optim.lr"]) == 0.05
+
+
+def test_run_says_where_its_files_are_and_what_to_do_next(tmp_path):
+    """Piped to a file, `lrfr run` ends with the checkpoint and log paths and the next commands, unwrapped."""
+    sets = [a for o in MICRO_OVERRIDES + ["schedule.max_steps=2", "eval.benchmarks=[lfw]"] for a in ("--set", o)]
+    proc = lrfr("run", "--preset", "tiny", *sets, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "checkpoint  runs/1/checkpoint.pt" in lines and "log         runs/1/train.log" in lines
+    assert any(line.startswith("next ") and "lrfr show 1" in line and "lrfr eval --run 1 --bench NAME" in line
+               for line in lines), proc.stdout
 
 
 def test_config_prints_every_key_and_presets_lists(tmp_path):
