@@ -98,10 +98,18 @@ def test_eval_checkpoint_run_and_exported_model(tmp_path):
     run_id = json.loads(proc.stdout)["run"]
     checkpoint = tmp_path / "runs" / str(run_id) / "checkpoint.pt"
 
-    # Re-evaluate the run on another benchmark: results are added to the same run.
+    # Re-evaluate the run on another benchmark: results are added to the same run, whose status and
+    # progress (2/2 steps) stay as they were.
+    def progress():
+        with sqlite3.connect(tmp_path / "runs.db") as conn:
+            return conn.execute("SELECT status, step, total_steps FROM runs WHERE id=?", (run_id,)).fetchone()
+
+    trained = progress()
+    assert trained == ("finished", 2, 2)
     proc = lrfr("eval", "--run", str(run_id), "--bench", "xqlfw", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {r["benchmark"] for r in json.loads(proc.stdout)["results"]} == {"xqlfw"}
+    assert progress() == trained
 
     # The same network exported as TorchScript, evaluated as an external model: an evaluation-only run
     # with the same LFW accuracy as the checkpoint.
