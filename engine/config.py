@@ -46,6 +46,11 @@ class DataConfig:
     num_workers: int = 2
     # "raise" stops at the first unreadable image (naming it); "skip" drops and counts them.
     on_error: str = "raise"
+    # How training images are read: "auto" = the catalog entry's decoded-face pack when it has one (see
+    # `lrfr data pack`), else decoded with PIL in the loader workers; "pack" = a pack or an error;
+    # "decode" = PIL even where a pack exists; "gpu_decode" = JPEG bytes decoded in batches on the GPU
+    # (torchvision.io.decode_jpeg on CUDA), for a dataset too big to pack.
+    reader: str = "auto"
 
 
 @dataclass
@@ -169,6 +174,7 @@ TOP_LEVEL = ("name", "preset", "description")
 # Allowed values of the string options that select behaviour.
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_error": ("raise", "skip"),
+    "data.reader": ("auto", "pack", "decode", "gpu_decode"),
     "loss.head": ("cosface", "arcface", "softmax"),
     "loss.distance": ("none", "l1", "l2", "smoothl1", "logexp"),
     "loss.reduction": ("sample", "batch"),

@@ -28,13 +28,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from engine import checkpoint as ckpt
 from engine.augment import ResolutionSampler, degrade, make_pair, random_hflip
 from engine.config import RunConfig, to_dict
-from engine.data.folder import collate_skip
-from engine.data.loader import ignore_stop_signals, iterate
+from engine.data.feed import epoch_batches
 from engine.errors import ConfigError, TrainingDiverged
 from engine.losses import build_distance_loss, build_head
 from engine.models import get_model
@@ -401,7 +400,8 @@ class _Training:
         cfg, device, optimizer, scaler = self.cfg, self.device, self.optimizer, self.scaler
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images = images.to(device, non_blocking=True)
+        # A pack's batch arrives with channels-last strides: standard ones on the device (cheap there).
+        images = images.to(device, non_blocking=True).contiguous()
         labels = labels.to(device, non_blocking=True)
         hr, lr_images = augment_batch(images, self.sampler, cfg.augment.flip, self.aug_gen)
         x_hr = to_model_input(hr, self.channels_last)
@@ -417,19 +417,17 @@ class _Training:
         scaler.update()
         return loss_cls.detach(), loss_dist.detach(), 2 if x_lr is not None else 1
 
-    def epoch_loader(self) -> DataLoader:
+    def epoch_batches(self) -> Iterator:
         """The rest of the current epoch: its seeded order, without the batches already trained on."""
         epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
         batch_sampler = EpochBatchSampler(len(self.dataset), self.per_rank_batch, self.cfg.train.seed, epoch,
                                           self.env, skip=in_epoch)
-        return DataLoader(self.dataset, batch_sampler=batch_sampler, num_workers=self.cfg.data.num_workers,
-                          collate_fn=collate_skip, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False, worker_init_fn=ignore_stop_signals)
+        return epoch_batches(self.dataset, batch_sampler, self.cfg.data.num_workers, self.device)
 
     def run_epochs(self, window: _Window, stop: StopFlag) -> None:
         """Train until ``total_steps``: after each step, log, checkpoint and stop when due."""
         while self.step < self.total_steps:
-            for images, labels, skipped in iterate(self.epoch_loader()):
+            for images, labels, skipped in self.epoch_batches():
                 if skipped and self.env.is_main:
                     self.reporter.event("skipped_images", f"{skipped} unreadable images skipped", count=skipped)
                 lr = lr_at(self.step, self.steps_per_epoch, self.cfg.optim.lr, self.cfg.schedule)
