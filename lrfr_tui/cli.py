@@ -366,7 +366,7 @@ from lrfr_tui.cli_data import register as register_data_commands  # noqa: E402
 
 for _module in (cli_manage, cli_query, cli_results, cli_ablate, cli_analyze, cli_tui):
     _module.register(app)
-register_data_commands(data_app)  # `lrfr data pack`
+register_data_commands(data_app)  # `lrfr data pack` and `lrfr data align`
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""`lrfr data pack`: preparing real faces for training (registered on the `data` group).
+"""`lrfr data pack` and `lrfr data align`: preparing real faces for training (registered on the `data` group).
 
 No `from __future__ import annotations`: Typer reads these annotations.
 """
@@ -66,5 +66,57 @@ def data_pack(name: str,
         err.print(f"  ... {len(skipped) - MAX_LISTED} more, listed in {pack.root / 'pack.json'}", markup=False)
 
 
+def data_align(src: Path, dst: Path,
+               device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+               batch_size: Annotated[int, typer.Option(help="images detected per batch")] = 32,
+               keep_unaligned: Annotated[bool, typer.Option(
+                   "--keep-unaligned", help="write images without a detected face as centre crops "
+                                            "(counted apart) instead of leaving them out")] = False,
+               workers: Annotated[int, typer.Option(help="image reading threads")] = 2,
+               as_json: JsonOpt = False) -> None:
+    """Align the faces under SRC to the arcface 112x112 five-point template with MTCNN, into DST.
+
+    DST gets SRC's folder layout. Images without a face are listed (DST/align_report.json) and left out,
+    or centre-cropped with --keep-unaligned. Needs facenet-pytorch (the command says how to install it).
+    """
+    import torch
+
+    from engine.data.align import REPORT, align_folder
+
+    if batch_size < 1:
+        raise LrfrError(f"--batch-size {batch_size} must be >= 1")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise LrfrError(f"--device {device}: CUDA is not available on this machine (use auto or cpu)")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise LrfrError(f"the output folder {dst} is not empty: give a new folder (or remove it first)")
+    with _progress_bar() as bar:
+        task = bar.add_task(f"aligning on {device}", total=None)
+        report = align_folder(src, dst, device=device, batch_size=batch_size, keep_unaligned=keep_unaligned,
+                              workers=workers, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                        total=total))
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        out.print(f"{report.aligned} of {report.images} images aligned into {dst}; "
+                  f"{len(report.no_face)} without a face"
+                  + (" (written as centre crops)" if keep_unaligned else " (left out)")
+                  + (f"; {len(report.unreadable)} unreadable" if report.unreadable else ""),
+                  markup=False, highlight=False)
+    missing = report.no_face + report.unreadable
+    for line in report.no_face[:MAX_LISTED]:
+        err.print(f"  no face: {line}", markup=False, highlight=False)
+    for line in report.unreadable[:MAX_LISTED]:
+        err.print(f"  unreadable: {line}", markup=False, highlight=False)
+    if missing:
+        err.print(f"  every one is listed in {Path(report.output) / REPORT}"
+                  + ("" if keep_unaligned or not report.no_face else "; --keep-unaligned writes centre crops"),
+                  markup=False, highlight=False)
+    if report.aligned == 0:
+        raise typer.Exit(1)
+
+
 def register(data_app: typer.Typer) -> None:
     data_app.command("pack")(data_pack)
+    data_app.command("align")(data_align)
