@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -269,13 +270,14 @@ def _collate_indexed(items: list[tuple[int, Item | None]]) -> tuple[int, Batch, 
 class PackLoader:
     """Batches of a pack for the index batches of ``batch_sampler``, as ``Batch(uint8 N x 3 x H x W, labels, 0)``.
 
-    A batch is gathered by one ``np.take`` from the memory map into one buffer: pinned host memory when
-    ``pin_memory`` (the trainer then copies it with ``non_blocking=True``; PyTorch's pinned-memory cache keeps
-    a buffer until its copy has finished, so no buffer is reused early), plain memory otherwise. ``workers``
-    threads gather up to ``prefetch`` batches ahead, and batches come out in the sampler's order.
-
-    The images tensor is a permuted view of the ``N x H x W x 3`` buffer (channels-last strides): callers that
-    need standard strides call ``.contiguous()`` (on the device, after the copy, where it is cheap).
+    A batch is gathered by one ``np.take`` from the memory map into one buffer. With ``pin_memory`` (training
+    on CUDA) that buffer is pinned host memory, handed over as it is: a permuted view of ``N x H x W x 3``
+    (channels-last strides) that the trainer copies with ``non_blocking=True`` and makes contiguous on the
+    device, where that is cheap (PyTorch's pinned-memory cache keeps a buffer until its copy has finished, so
+    none is reused early). Without it (training on the CPU) each thread gathers into its own reused scratch
+    buffer and transposes that into a new contiguous ``N x 3 x H x W`` batch, so the training thread does no
+    copy at all. ``workers`` threads gather up to ``prefetch`` batches ahead; batches come out in the
+    sampler's order.
     """
 
     def __init__(self, pack: FacePack, batch_sampler: Iterable[list[int]], workers: int = 1,
@@ -285,18 +287,25 @@ class PackLoader:
         self.pin_memory = pin_memory
         self.prefetch = prefetch if prefetch is not None else 2 * self.workers
         self.num_workers = 0  # no worker processes: nothing for engine.data.loader to protect from signals
+        self._scratch = threading.local()
 
     def __len__(self) -> int:
         return len(self.batch_sampler)  # type: ignore[arg-type]
 
     def _gather(self, indices: list[int]) -> Batch:
         pack = self.pack
-        buf = torch.empty((len(indices), pack.size, pack.size, 3), dtype=torch.uint8, pin_memory=self.pin_memory)
-        pack.gather(indices, buf.numpy())
+        shape = (len(indices), pack.size, pack.size, 3)
         labels = torch.from_numpy(pack._labels[np.asarray(indices, dtype=np.intp)])
         if self.pin_memory:
-            labels = labels.pin_memory()
-        return Batch(buf.permute(0, 3, 1, 2), labels, 0)
+            buf = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            pack.gather(indices, buf.numpy())
+            return Batch(buf.permute(0, 3, 1, 2), labels.pin_memory(), 0)
+        scratch = getattr(self._scratch, "buf", None)
+        if scratch is None or scratch.shape != shape:
+            scratch = self._scratch.buf = np.empty(shape, dtype=np.uint8)
+        pack.gather(indices, scratch)
+        # numpy: one single-threaded copy that releases the GIL (torch would fan out to its intra-op threads)
+        return Batch(torch.from_numpy(np.ascontiguousarray(scratch.transpose(0, 3, 1, 2))), labels, 0)
 
     def __iter__(self) -> Iterator[Batch]:
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lrfr-pack")
