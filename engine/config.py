@@ -87,6 +87,8 @@ class OptimConfig:
     batch_size: int = 256
     # Clip the global gradient norm to this value; 0 disables clipping.
     clip_grad_norm: float = 0.0
+    # SGD implementation: "auto" = fused on CUDA, torch's default elsewhere; or fused | foreach | for_loop.
+    sgd: str = "auto"
 
 
 @dataclass
@@ -107,6 +109,8 @@ class TrainConfig:
     channels_last: bool = True
     log_every: int = 20
     checkpoint_every_epochs: int = 1
+    # torch.compile the Siamese module (backbone + head + distance loss); off until measured per setup.
+    compile: bool = False
 
 
 @dataclass
@@ -175,6 +179,7 @@ TOP_LEVEL = ("name", "preset", "description")
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_error": ("raise", "skip"),
     "data.reader": ("auto", "pack", "decode", "gpu_decode"),
+    "optim.sgd": ("auto", "fused", "foreach", "for_loop"),
     "loss.head": ("cosface", "arcface", "softmax"),
     "loss.distance": ("none", "l1", "l2", "smoothl1", "logexp"),
     "loss.reduction": ("sample", "batch"),

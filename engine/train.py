@@ -40,6 +40,7 @@ from engine.models import get_model
 from engine.reporting import Reporter
 from engine.schedule import lr_at
 from engine.sources import build_train_dataset
+from engine.speed import DeviceMetrics, build_sgd, compile_module
 
 # A worker that stopped on SIGTERM/SIGINT after writing its checkpoint exits with this code, so a
 # launcher can tell "killed cleanly, resumable" from a crash (1) or a divergence (2).
@@ -284,6 +285,7 @@ class _Training:
         self._setup_model(init_backbone)
         self._setup_optimiser()
         self._setup_augmentation()
+        self.device_metrics = DeviceMetrics(device)
 
     def _setup_data(self, dataset: Dataset | None) -> None:
         cfg, env = self.cfg, self.env
@@ -317,13 +319,12 @@ class _Training:
         self.channels_last = cfg.train.channels_last
         if self.channels_last:
             self.module.backbone.to(memory_format=torch.channels_last)
-        # What the forward pass runs: the module itself, or its DDP wrapper (wrap_for_ddp).
+        # What the forward pass runs: the module itself, or its DDP wrapper (wrap_for_ddp), compiled or not.
         self.ddp_module: nn.Module = self.module
 
     def _setup_optimiser(self) -> None:
         cfg, device = self.cfg, self.device
-        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                         weight_decay=cfg.optim.weight_decay)
+        self.optimizer = build_sgd(self.module.parameters(), cfg.optim, device)
         autocast_dtype = amp_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype is torch.float16)
         self.autocast = ((lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype
@@ -364,6 +365,8 @@ class _Training:
             device = self.device
             self.ddp_module = nn.parallel.DistributedDataParallel(
                 self.module, device_ids=[device.index] if device.type == "cuda" else None)
+        if self.cfg.train.compile:
+            self.ddp_module = compile_module(self.ddp_module)
 
     def save(self, reason: str) -> Path:
         """Write ``checkpoint.pt`` (rank 0; every rank must call it, for the RNG states' all-gather)."""
@@ -454,6 +457,7 @@ class _Training:
         if self.env.is_main:
             values["lr"] = lr
             values["epoch"] = step / self.steps_per_epoch
+            values.update(self.device_metrics.read())
             self.reporter.metrics(step, values)
 
     def checkpoint_if_due(self) -> None:
