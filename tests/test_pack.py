@@ -161,3 +161,24 @@ def test_trainer_on_a_pack_takes_the_same_steps_as_on_its_folder(tmp_path):
     (decoded, w_decoded), (packed, w_packed) = runs["decode"], runs["pack"]
     assert len(decoded) == 4 and decoded == packed
     assert all(torch.equal(w_decoded[k], w_packed[k]) for k in w_decoded)
+
+
+def test_batched_jpeg_decoding_matches_pil(jpeg_folder):
+    """gpu_decode's batch decoder, run here on the CPU (torchvision's libjpeg path; nvJPEG on CUDA): JPEGs
+    decoded in one call, the grey PNG by PIL in the worker, a broken file named or skipped."""
+    from engine.data.gpu_decode import EncodedFaces, collate_encoded, decode_batch
+
+    folder = open_dataset(jpeg_folder, size=32)
+    encoded = EncodedFaces(folder)
+    items, dropped = collate_encoded([encoded[i] for i in range(len(encoded))])
+    assert dropped == 0 and sum(item.jpeg for item in items) == 9
+    images, labels, skipped = decode_batch(items, 32, "cpu")
+    reference = torch.stack([folder[i][0] for i in range(len(folder))])
+    assert skipped == 0 and images.shape == reference.shape and labels.tolist() == folder.labels
+    assert (images.int() - reference.int()).abs().max() <= 2  # decoders may differ in the last bits
+    (jpeg_folder / "id0" / "0.jpg").write_bytes(b"\xff\xd8\xff broken")
+    broken = [EncodedFaces(open_dataset(jpeg_folder, size=32))[i] for i in range(3)]
+    with pytest.raises(DatasetError, match="0.jpg"):
+        decode_batch(broken, 32, "cpu")
+    images, _, skipped = decode_batch(broken, 32, "cpu", on_error="skip")
+    assert skipped == 1 and len(images) == 2
