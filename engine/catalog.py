@@ -16,8 +16,10 @@ from pathlib import Path
 from engine.errors import DatasetError
 
 # folder/recordio: training sets; bin: an insightface verification pack; pairs: an LFW-style image
-# tree with a pairs file (LFW, XQLFW); scface and tinyface: those benchmarks' trees as distributed.
-FORMATS = ("folder", "recordio", "bin", "pairs", "scface", "tinyface")
+# tree with a pairs file (LFW, XQLFW); scface and tinyface: those benchmarks' trees as distributed;
+# pack: a decoded-face pack (`lrfr data pack`).
+FORMATS = ("folder", "recordio", "bin", "pairs", "scface", "tinyface", "pack")
+PACK_MANIFEST = "pack.json"  # engine.data.pack.MANIFEST (not imported here: the catalog stays free of torch)
 
 
 @dataclass
@@ -26,6 +28,7 @@ class DatasetEntry:
     path: str
     format: str
     pairs: str | None = None  # format "pairs": the pairs file (default: the tree's *pairs*.txt)
+    pack: str | None = None  # folder/recordio: a decoded-face pack of it, which training reads instead
 
 
 def catalog_path() -> Path:
@@ -61,6 +64,8 @@ def guess_format(path: Path) -> str:
         return "bin" if path.suffix == ".bin" else "recordio" if path.suffix == ".rec" else "folder"
     if (path / "train.rec").exists():
         return "recordio"
+    if (path / PACK_MANIFEST).is_file():
+        return "pack"
     if (path / "mugshot_frontal_cropped_all").is_dir():
         return "scface"
     if (path / "Testing_Set").is_dir() or (path / "Probe").is_dir():
@@ -153,6 +158,17 @@ def lookup(name: str) -> DatasetEntry:
     if not Path(entry.path).exists():
         raise DatasetError(f"dataset {name!r} is registered at {entry.path}, which no longer exists")
     return entry
+
+
+def set_pack(name: str, pack: str | Path | None, catalog: Path | None = None) -> DatasetEntry:
+    """Point the training set ``name`` at its decoded-face pack (None: forget the pack)."""
+    catalog = catalog or catalog_path()
+    entries = load_catalog(catalog)
+    if name not in entries:
+        raise DatasetError(f"dataset {name!r} is not registered (see `lrfr data list`)")
+    entries[name].pack = str(Path(pack).resolve()) if pack is not None else None
+    _save(entries, catalog)
+    return entries[name]
 
 
 def as_dict(entry: DatasetEntry) -> dict[str, str]:

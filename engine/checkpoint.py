@@ -23,6 +23,8 @@ RESUME_KEYS = ("head", "optimizer", "scaler", "aug_rng", "torch_rng", "step")
 # The config sections that define what is trained: a checkpoint from a run that differs in any of
 # them is not this run's (launch, eval, names and train.device may change between attempts).
 TRAINING_SECTIONS = ("model", "data", "augment", "loss", "optim", "schedule")
+# Keys of those sections that change how, not what, is trained: a pack holds exactly the decoded images.
+HOW_NOT_WHAT = {"data": ("reader",)}
 
 
 class CheckpointWriteError(LrfrError):
@@ -97,7 +99,19 @@ def check_belongs(state: dict[str, Any], path: Path, run_uuid: str | None, confi
             f"{path} belongs to {owner}, not this run ({run_uuid}): it is left from another runs.db "
             f"or run; move {path.parent} away (or use a --db in another directory) - it is never resumed")
     saved = state.get("config", {})
-    differs = [s for s in TRAINING_SECTIONS if saved.get(s) != config.get(s)]
+    differs = [s for s in TRAINING_SECTIONS if not _same_section(s, saved.get(s), config.get(s))]
     if differs:
         raise CheckpointMismatch(f"{path} was trained with a different config ([{'], ['.join(differs)}] "
                                  f"differ): it is not resumed as this run")
+
+
+def _same_section(name: str, saved: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
+    """Whether a checkpoint's config section is the current one. A key the checkpoint lacks (added to lrfr
+    after it was written) counts with its default value; ``HOW_NOT_WHAT`` keys are not compared."""
+    from engine.config import RunConfig, to_dict
+
+    if saved is None or current is None:
+        return saved == current
+    saved = {**to_dict(RunConfig())[name], **saved}
+    skip = HOW_NOT_WHAT.get(name, ())
+    return {k: v for k, v in saved.items() if k not in skip} == {k: v for k, v in current.items() if k not in skip}

@@ -78,6 +78,11 @@ class DataConfig:
     num_workers: int = setting(2, AtLeast(0))
     # "raise" stops at the first unreadable image (naming it); "skip" drops and counts them.
     on_error: str = setting("raise", OneOf(("raise", "skip")))
+    # How training images are read: "auto" = the catalog entry's decoded-face pack when it has one (see
+    # `lrfr data pack`), else decoded with PIL in the loader workers; "pack" = a pack or an error;
+    # "decode" = PIL even where a pack exists; "gpu_decode" = JPEG bytes decoded in batches on the GPU
+    # (torchvision.io.decode_jpeg on CUDA), for a dataset too big to pack.
+    reader: str = setting("auto", OneOf(("auto", "pack", "decode", "gpu_decode")))
 
 
 @dataclass
@@ -135,6 +140,8 @@ class OptimConfig:
     batch_size: int = setting(256, AtLeast(2))
     # Clip the global gradient norm to this value; 0 disables clipping.
     clip_grad_norm: float = setting(0.0, AtLeast(0, "0 = off"))
+    # SGD implementation: "auto" = fused on CUDA, torch's default elsewhere; or fused | foreach | for_loop.
+    sgd: str = setting("auto", OneOf(("auto", "fused", "foreach", "for_loop")))
 
 
 @dataclass
@@ -155,6 +162,8 @@ class TrainConfig:
     channels_last: bool = True
     log_every: int = setting(20, AtLeast(1))
     checkpoint_every_epochs: int = setting(1, AtLeast(1))
+    # torch.compile the Siamese module (backbone + head + distance loss); off until measured per setup.
+    compile: bool = False
 
 
 def _check_device_here(cfg: RunConfig) -> None:

@@ -28,19 +28,19 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from engine import checkpoint as ckpt
 from engine.augment import ResolutionSampler, degrade, make_pair, random_hflip
 from engine.config import RunConfig, to_dict
-from engine.data.folder import collate_skip
-from engine.data.loader import ignore_stop_signals, iterate
+from engine.data.feed import epoch_batches
 from engine.errors import ConfigError, TrainingDiverged
 from engine.losses import build_distance_loss, build_head
 from engine.models import get_model
 from engine.reporting import Reporter
 from engine.schedule import lr_at
 from engine.sources import build_train_dataset
+from engine.speed import DeviceMetrics, build_sgd, compile_module
 
 # A worker that stopped on SIGTERM/SIGINT after writing its checkpoint exits with this code, so a
 # launcher can tell "killed cleanly, resumable" from a crash (1) or a divergence (2).
@@ -285,6 +285,7 @@ class _Training:
         self._setup_model(init_backbone)
         self._setup_optimiser()
         self._setup_augmentation()
+        self.device_metrics = DeviceMetrics(device)
 
     def _setup_data(self, dataset: Dataset | None) -> None:
         cfg, env = self.cfg, self.env
@@ -318,13 +319,12 @@ class _Training:
         self.channels_last = cfg.train.channels_last
         if self.channels_last:
             self.module.backbone.to(memory_format=torch.channels_last)
-        # What the forward pass runs: the module itself, or its DDP wrapper (wrap_for_ddp).
+        # What the forward pass runs: the module itself, or its DDP wrapper (wrap_for_ddp), compiled or not.
         self.ddp_module: nn.Module = self.module
 
     def _setup_optimiser(self) -> None:
         cfg, device = self.cfg, self.device
-        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                         weight_decay=cfg.optim.weight_decay)
+        self.optimizer = build_sgd(self.module.parameters(), cfg.optim, device)
         autocast_dtype = amp_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype is torch.float16)
         self.autocast = ((lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype
@@ -365,6 +365,8 @@ class _Training:
             device = self.device
             self.ddp_module = nn.parallel.DistributedDataParallel(
                 self.module, device_ids=[device.index] if device.type == "cuda" else None)
+        if self.cfg.train.compile:
+            self.ddp_module = compile_module(self.ddp_module)
 
     def save(self, reason: str) -> Path:
         """Write ``checkpoint.pt`` (rank 0; every rank must call it, for the RNG states' all-gather)."""
@@ -401,7 +403,8 @@ class _Training:
         cfg, device, optimizer, scaler = self.cfg, self.device, self.optimizer, self.scaler
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images = images.to(device, non_blocking=True)
+        # A pack's batch arrives with channels-last strides: standard ones on the device (cheap there).
+        images = images.to(device, non_blocking=True).contiguous()
         labels = labels.to(device, non_blocking=True)
         hr, lr_images = augment_batch(images, self.sampler, cfg.augment.flip, self.aug_gen)
         x_hr = to_model_input(hr, self.channels_last)
@@ -417,19 +420,17 @@ class _Training:
         scaler.update()
         return loss_cls.detach(), loss_dist.detach(), 2 if x_lr is not None else 1
 
-    def epoch_loader(self) -> DataLoader:
+    def epoch_batches(self) -> Iterator:
         """The rest of the current epoch: its seeded order, without the batches already trained on."""
         epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
         batch_sampler = EpochBatchSampler(len(self.dataset), self.per_rank_batch, self.cfg.train.seed, epoch,
                                           self.env, skip=in_epoch)
-        return DataLoader(self.dataset, batch_sampler=batch_sampler, num_workers=self.cfg.data.num_workers,
-                          collate_fn=collate_skip, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False, worker_init_fn=ignore_stop_signals)
+        return epoch_batches(self.dataset, batch_sampler, self.cfg.data.num_workers, self.device)
 
     def run_epochs(self, window: _Window, stop: StopFlag) -> None:
         """Train until ``total_steps``: after each step, log, checkpoint and stop when due."""
         while self.step < self.total_steps:
-            for images, labels, skipped in iterate(self.epoch_loader()):
+            for images, labels, skipped in self.epoch_batches():
                 if skipped and self.env.is_main:
                     self.reporter.event("skipped_images", f"{skipped} unreadable images skipped", count=skipped)
                 lr = lr_at(self.step, self.steps_per_epoch, self.cfg.optim.lr, self.cfg.schedule)
@@ -456,6 +457,7 @@ class _Training:
         if self.env.is_main:
             values["lr"] = lr
             values["epoch"] = step / self.steps_per_epoch
+            values.update(self.device_metrics.read())
             self.reporter.metrics(step, values)
 
     def checkpoint_if_due(self) -> None:

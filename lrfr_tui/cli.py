@@ -34,7 +34,7 @@ from lrfr_tui.cli_common import (
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="lrfr: low-resolution face recognition workbench.")
-data_app = typer.Typer(no_args_is_help=True, help="Register and list datasets.")
+data_app = typer.Typer(no_args_is_help=True, help="Register, check, align and pack datasets.")
 app.add_typer(data_app, name="data")
 
 
@@ -105,7 +105,7 @@ def run(preset: PresetOpt = None, overrides: SetOpt = None, config_file: ConfigO
 @data_app.command("add")
 def data_add(name: str, path: Path,
              fmt: Annotated[str, typer.Option(
-                 "--format", help="auto | folder | recordio | bin | pairs | scface | tinyface")] = "auto",
+                 "--format", help="auto | folder | recordio | bin | pairs | scface | tinyface | pack")] = "auto",
              pairs: Annotated[Path | None, typer.Option(
                  help="pairs file of an LFW-style tree (implies --format pairs)")] = None) -> None:
     """Register a dataset under NAME (presets and benchmarks refer to datasets by name)."""
@@ -153,9 +153,9 @@ def data_list(as_json: JsonOpt = False) -> None:
     if as_json:
         print(json.dumps([as_dict(e) for e in entries.values()], indent=2))
         return
-    table = Table("name", "format", "path", box=None)
+    table = Table("name", "format", "path", "pack", box=None)
     for e in entries.values():
-        table.add_row(e.name, e.format, e.path)
+        table.add_row(e.name, e.format, e.path, e.pack or "")
     out.print(table)
 
 
@@ -367,9 +367,11 @@ def main(argv: list[str] | None = None) -> None:
 
 # The other command groups live in their own modules and register themselves on `app`.
 from lrfr_tui import cli_ablate, cli_analyze, cli_manage, cli_query, cli_results, cli_tui  # noqa: E402
+from lrfr_tui.cli_data import register as register_data_commands  # noqa: E402
 
 for _module in (cli_manage, cli_query, cli_results, cli_ablate, cli_analyze, cli_tui):
     _module.register(app)
+register_data_commands(data_app)  # `lrfr data pack` and `lrfr data align`
 
 if __name__ == "__main__":
     main()

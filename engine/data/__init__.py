@@ -3,7 +3,8 @@
 * ``synthetic``: the built-in cartoon face generator (``render_face``, ``SyntheticFaces.materialise``,
   ``SyntheticFaceDataset``), so that the ``tiny`` preset needs no download;
 * ``folder``: ``root/<identity>/<image>`` folders (``ImageFolderDataset``), plus ``collate_skip``;
-* ``recordio``: insightface's MXNet ``train.rec`` / ``train.idx`` packs, without mxnet.
+* ``recordio``: insightface's MXNet ``train.rec`` / ``train.idx`` packs, without mxnet;
+* ``pack``: decoded-face packs (``FacePack``, ``write_pack``, ``PackLoader``): decoded once, memory-mapped.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.data.folder import IMAGE_EXTENSIONS, Batch, ImageFolderDataset, collate_skip, decode_image
+from engine.data.pack import FacePack, PackLoader, PackSource, is_pack, write_pack
 from engine.data.recordio import IRHeader, RecordIODataset, pack_payload, unpack_payload, write_recordio
 from engine.data.synthetic import (
     GENERATOR_VERSION,
@@ -21,13 +23,16 @@ from engine.data.synthetic import (
 )
 from engine.errors import DatasetError
 
-FORMATS = ("auto", "folder", "recordio")
+FORMATS = ("auto", "folder", "recordio", "pack")
 
 __all__ = [
     "FORMATS",
     "GENERATOR_VERSION",
     "IMAGE_EXTENSIONS",
     "Batch",
+    "FacePack",
+    "PackLoader",
+    "PackSource",
     "IRHeader",
     "ImageFolderDataset",
     "RecordIODataset",
@@ -35,20 +40,23 @@ __all__ = [
     "SyntheticFaces",
     "collate_skip",
     "decode_image",
+    "is_pack",
     "materialise",
     "open_dataset",
     "pack_payload",
     "render_face",
     "unpack_payload",
     "write_recordio",
+    "write_pack",
 ]
 
 
-def open_dataset(path: Path | str, format: str = "auto", **kw) -> ImageFolderDataset | RecordIODataset:
+def open_dataset(path: Path | str, format: str = "auto", **kw) -> ImageFolderDataset | RecordIODataset | FacePack:
     """Open a face dataset at ``path``; ``kw`` (``on_error``, ``size``) go to the dataset class.
 
-    ``auto`` picks RecordIO when ``path`` is a ``.rec`` file or a folder holding ``train.rec``, and an
-    image folder otherwise. For RecordIO, ``path`` may be the folder or the ``.rec`` file itself.
+    ``auto`` picks RecordIO when ``path`` is a ``.rec`` file or a folder holding ``train.rec``, a pack when
+    it holds a pack manifest, and an image folder otherwise. For RecordIO, ``path`` may be the folder or
+    the ``.rec`` file itself. A pack holds images of one size: a ``size`` other than it is an error.
     """
     path = Path(path).expanduser()
     if format not in FORMATS:
@@ -57,7 +65,14 @@ def open_dataset(path: Path | str, format: str = "auto", **kw) -> ImageFolderDat
         raise DatasetError(f"dataset path {path} does not exist")
     rec = path if path.is_file() else path / "train.rec"
     if format == "auto":
-        format = "recordio" if (path.is_file() and path.suffix == ".rec") or rec.is_file() else "folder"
+        format = ("recordio" if (path.is_file() and path.suffix == ".rec") or rec.is_file()
+                  else "pack" if is_pack(path) else "folder")
+    if format == "pack":
+        pack = FacePack(path)
+        if kw.get("size") not in (None, pack.size):
+            raise DatasetError(f"face pack {path} holds {pack.size} px images, not {kw['size']} px: "
+                               f"write a pack at that size with `lrfr data pack NAME --size {kw['size']}`")
+        return pack
     if format == "recordio":
         if not rec.is_file():
             raise DatasetError(f"no RecordIO pack at {path}: expected {rec} and {rec.with_suffix('.idx')}")

@@ -139,6 +139,17 @@ def _check_tinyface(entry, path, report, progress):
     _decode_all(report, ((str(f), f) for f in files), progress)
 
 
+def _check_pack(entry, path, report, progress):
+    """A pack: its manifest and file sizes (on opening), then both checksums (every byte read once)."""
+    from engine.data.pack import FacePack
+
+    pack = FacePack(path)
+    report.identities = pack.num_classes
+    report.images = pack.count
+    per_image = 3 * pack.size * pack.size
+    report.problems.extend(pack.verify(None if progress is None else lambda done: progress(done // per_image)))
+
+
 _CHECKS = {
     "folder": _check_folder,
     "recordio": _check_recordio,
@@ -146,4 +157,5 @@ _CHECKS = {
     "pairs": _check_pairs,
     "scface": _check_scface,
     "tinyface": _check_tinyface,
+    "pack": _check_pack,
 }

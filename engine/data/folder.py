@@ -140,6 +140,14 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def encoded(self, index: int) -> tuple[bytes, int, str]:
+        """Image ``index`` undecoded: (the file's bytes, identity, its path as an error message names it)."""
+        path, label = self.samples[index]
+        try:
+            return path.read_bytes(), label, str(path)
+        except OSError as exc:
+            raise DatasetError(f"cannot read image {path}: {exc.strerror or exc}") from None
+
     def __getitem__(self, index: int) -> Item | None:
         path, label = self.samples[index]
         try:

@@ -323,15 +323,20 @@ class RecordIODataset(Dataset):
     def __len__(self) -> int:
         return len(self._offsets)
 
-    def __getitem__(self, index: int) -> Item | None:
+    def encoded(self, index: int) -> tuple[bytes, int, str]:
+        """Image ``index`` undecoded: (its encoded bytes, identity, the name an error message gives it)."""
         index = self._index(index)
         key, offset = self._key(index), int(self._offsets[index])
+        header, image = self._unpack(key, offset)
+        label = _identity(header)
+        if label is None:
+            raise self._bad(key, offset, f"label {header.label[0]} is not a valid identity number")
+        return image, label, f"record key {key} at offset {offset} of {self.rec_path}"
+
+    def __getitem__(self, index: int) -> Item | None:
         try:
-            header, image = self._unpack(key, offset)
-            label = _identity(header)
-            if label is None:
-                raise self._bad(key, offset, f"label {header.label[0]} is not a valid identity number")
-            return decode_image(image, self.size, f"record key {key} at offset {offset} of {self.rec_path}"), label
+            image, label, name = self.encoded(index)
+            return decode_image(image, self.size, name), label
         except DatasetError as exc:
             if self.on_error == "raise":
                 raise
