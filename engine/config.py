@@ -145,6 +145,8 @@ class LaunchConfig:
     slurm_time_min: int = 0  # 0 = the partition's default limit
     slurm_cpus_per_task: int = 8
     slurm_mem_gb: int = 0  # 0 = the partition's default
+    # The worker reports through runs/<id>/journal.jsonl instead of opening runs.db: "auto" = for Slurm.
+    journal: str = "auto"
 
 
 @dataclass
@@ -177,6 +179,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.standin_size": ("tiny", "test"),
     "eval.lowres_mode": LOWRES_MODES,  # one protocol each (engine.evaluate.registry)
     "launch.launcher": ("local", "slurm"),
+    "launch.journal": ("auto", "on", "off"),
 }
 
 

@@ -130,9 +130,9 @@ class SlurmLauncher(Launcher):
             # None leaves the flag out of the sbatch script: the partition's default limit.
             "time": minutes if minutes > 0 else None,
             "use_srun": True,
-            # The job starts beside runs.db (which compute nodes must see anyway), not in
-            # whatever directory the scheduler happened to be started from.
-            "additional_parameters": {"signal": f"TERM@{signal_s}", "chdir": str(request.db.resolve().parent)},
+            # The job starts beside runs.db (a journaled one: in its run directory, since compute
+            # nodes need not see runs.db), not wherever the scheduler happened to be started from.
+            "additional_parameters": {"signal": f"TERM@{signal_s}", "chdir": str(request.work_dir())},
         }
         if launch.slurm_cpus_per_task > 0:
             params["cpus_per_task"] = int(launch.slurm_cpus_per_task)
@@ -189,7 +189,7 @@ class SlurmLauncher(Launcher):
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         executor = submitit.SlurmExecutor(folder=folder, python=shlex.quote(request.python))
         executor.update_parameters(**params)
-        cwd = request.db.resolve().parent
+        cwd = request.work_dir()
         try:
             # submitit prints sbatch's stderr on failure; it goes into the error message instead.
             with contextlib.redirect_stderr(io.StringIO()):

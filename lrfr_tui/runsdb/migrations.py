@@ -203,8 +203,15 @@ def _to_v8(conn: sqlite3.Connection) -> None:
           ON last.run_id = m.run_id AND last.key = m.key AND last.step = m.step""")
 
 
+def _to_v9(conn: sqlite3.Connection) -> None:
+    """v9: runs whose worker reports through a journal (runs/<id>/journal.jsonl), and how far it is ingested:
+    ``seq`` the last record applied, ``offset`` the byte just after it (runsdb/journal_ingest.py)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS journals (run_id INTEGER PRIMARY KEY REFERENCES runs(id), "
+                 "seq INTEGER NOT NULL DEFAULT 0, offset INTEGER NOT NULL DEFAULT 0, last_record REAL)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5, _to_v6, _to_v7,
-                                                          _to_v8]
+                                                          _to_v8, _to_v9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
