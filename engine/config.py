@@ -145,8 +145,12 @@ class LaunchConfig:
     slurm_time_min: int = 0  # 0 = the partition's default limit
     slurm_cpus_per_task: int = 8
     slurm_mem_gb: int = 0  # 0 = the partition's default
+    # Machines the run spans (DDP over nodes; `gpus` is per node). More than 1 needs launcher "slurm".
+    nodes: int = 1
     # The worker reports through runs/<id>/journal.jsonl instead of opening runs.db: "auto" = for Slurm.
     journal: str = "auto"
+    # Slurm: on the pre-timeout signal, checkpoint and requeue the job, which resumes as the same run.
+    slurm_requeue: bool = False
 
 
 @dataclass
@@ -416,6 +420,9 @@ def validate(cfg: RunConfig, *, here: bool = True) -> None:
     check(cfg.eval.finetune_lr > 0, "eval.finetune_lr", "must be > 0")
     check(cfg.eval.finetune_batch_size >= 2, "eval.finetune_batch_size", "must be >= 2")
     check(cfg.launch.gpus >= 0, "launch.gpus", "must be >= 0 (0 = CPU)")
+    check(cfg.launch.nodes >= 1, "launch.nodes", "must be >= 1")
+    check(cfg.launch.nodes == 1 or cfg.launch.launcher == "slurm", "launch.nodes",
+          "more than 1 node needs launch.launcher=slurm (or torchrun on each node by hand: README, clusters)")
     check(cfg.launch.slurm_time_min >= 0, "launch.slurm_time_min", "must be >= 0 (0 = partition default)")
     check(cfg.launch.slurm_cpus_per_task >= 1, "launch.slurm_cpus_per_task", "must be >= 1")
     check(cfg.launch.slurm_mem_gb >= 0, "launch.slurm_mem_gb", "must be >= 0")

@@ -310,12 +310,16 @@ def stop_run(store: Store, run: Run, grace_s: float = 60.0, scheduler: Scheduler
         launcher.stop(handle, run.id, grace_s=grace_s)
     deadline = time.monotonic() + grace_s + 5
     while time.monotonic() < deadline:
+        journal_ingest.ingest(store, run.id)  # a journaled run reports its end there
         current = store.get_run(run.id)
         if current.is_final:
             return current.status
         if not sched.is_alive(current):
             break
         time.sleep(0.2)
+    journal_ingest.ingest(store, run.id)  # its process is gone: its journal is complete
+    if (current := store.get_run(run.id)).is_final:
+        return current.status
     # It did not report in time: it was forced, and nothing else will write its status.
     store.kill_forced(run.id, "killed by SIGKILL after the grace period")
     return store.get_run(run.id).status
