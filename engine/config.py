@@ -234,6 +234,19 @@ class LaunchConfig:
     slurm_time_min: int = setting(0, AtLeast(0, "0 = partition default"))  # 0 = the partition's default limit
     slurm_cpus_per_task: int = setting(8, AtLeast(1))
     slurm_mem_gb: int = setting(0, AtLeast(0))  # 0 = the partition's default
+    # Machines the run spans (DDP over nodes; `gpus` is per node). More than 1 needs launcher "slurm".
+    nodes: int = setting(1, AtLeast(1))
+    # The worker reports through runs/<id>/journal.jsonl instead of opening runs.db: "auto" = for Slurm.
+    journal: str = setting("auto", OneOf(("auto", "on", "off")))
+    # Slurm: on the pre-timeout signal, checkpoint and requeue the job, which resumes as the same run.
+    slurm_requeue: bool = False
+
+
+def _nodes_need_slurm(cfg: RunConfig) -> None:
+    """DDP over several machines is started per node by the Slurm launcher (or by hand with torchrun)."""
+    if cfg.launch.nodes > 1 and cfg.launch.launcher != "slurm":
+        raise invalid("launch.nodes", cfg.launch.nodes, "more than 1 node needs launch.launcher=slurm (or "
+                                                        "torchrun on each node by hand: README, clusters)")
 
 
 @dataclass
@@ -261,6 +274,7 @@ _SECTION_TYPES: dict[str, type] = {f.name: f.default_factory for f in fields(Run
 _CROSS_FIELD_RULES: tuple[Callable[[RunConfig], None], ...] = (
     _augment_weights_fit_resolutions,
     _catalog_datasets_need_the_catalog,
+    _nodes_need_slurm,
 )
 
 

@@ -29,10 +29,11 @@ from pathlib import Path
 from engine.config import LaunchConfig
 from engine.errors import LrfrError
 from lrfr_tui.gpus import GpuDiscovery, GpuDiscoveryError, discover_gpus
+from lrfr_tui.journal import journaled, write_spec
 from lrfr_tui.launchers import Handle, Launcher, LaunchRequest, LocalLauncher
 from lrfr_tui.launchers.local import pid_is_worker, terminate_then_kill
 from lrfr_tui.liveness import STALE_HEARTBEAT_S, death_reason, heartbeat_stale
-from lrfr_tui.runsdb import Run, Store, runs_root
+from lrfr_tui.runsdb import Run, Store, journal_ingest, runs_root
 from lrfr_tui.runsdb.states import ACTIVE_STATUSES
 from lrfr_tui.worker import EXIT_STORE_UNAVAILABLE
 
@@ -84,6 +85,7 @@ class Scheduler:
         self.store = Store(self.db)
         self.host = socket.gethostname()
         self._lock_fhs: list = []
+        self._problems: dict[int, str] = {}  # run -> the journal problem last reported
 
     # ------------------------------------------------------------ single scheduler per db
 
@@ -146,9 +148,20 @@ class Scheduler:
     # ------------------------------------------------------------ one pass
 
     def step(self) -> list[int]:
-        """Reconcile, then launch what fits. Returns the ids of the runs started in this pass."""
+        """Ingest journals, reconcile, then launch what fits. Returns the ids of the runs started in this pass."""
+        self.ingest()
         self.reconcile()
         return self.launch()
+
+    def ingest(self) -> int:
+        """Apply the new records of every running journaled run's journal; how many were applied."""
+        total = 0
+        for done in journal_ingest.ingest_running(self.store):
+            total += done.applied
+            if done.problem and self._problems.get(done.run_id) != done.problem:
+                self._problems[done.run_id] = done.problem
+                self._say(f"run {done.run_id}: its journal is not ingested: {done.problem}")
+        return total
 
     def is_alive(self, run: Run) -> bool:
         if run.launcher == "slurm":
@@ -171,6 +184,11 @@ class Scheduler:
         ended = []
         for run in self.store.runs_with_status("running"):
             if self.is_alive(run):
+                continue
+            # Its process is gone, so its journal (if any) is complete: what it says comes first.
+            journal_ingest.ingest(self.store, run.id)
+            if self.store.get_run(run.id, settle=False).is_final:
+                ended.append(run.id)
                 continue
             why = "the run's process ended without reporting a final status"
             code = self.launcher(run.launcher or "local").exit_code(Handle(run.launcher or "local", pid=run.pid))
@@ -227,15 +245,24 @@ class Scheduler:
         return started
 
     def _start(self, run: Run, gpus: list[int], launcher_name: str) -> bool:
+        launch = LaunchConfig(**run.config.get("launch", {}))
+        journal = journaled(launch)
         run_dir = runs_root(self.db) / str(run.id)
+        if journal:
+            # Where other hosts see it: runs/ may be a link from beside runs.db to a shared filesystem.
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            run_dir = run_dir.resolve()
         log_path = run_dir / "train.log"
         if not self.store.claim(run.id, self.name, gpus, launcher_name, log_path, run_dir):
             return False
-        launch = LaunchConfig(**run.config.get("launch", {}))
-        request = LaunchRequest(run.id, self.db, run_dir, log_path, gpus, launch)
+        request = LaunchRequest(run.id, self.db, run_dir, log_path, gpus, launch, journal=journal)
         try:
+            if journal:
+                # The worker reads its run from here and never opens runs.db; its journal is ingested each pass.
+                write_spec(run_dir, run.id, run.uuid, run.config, self.db)
+                journal_ingest.register(self.store, run.id)
             handle = self.launcher(launcher_name).start(request)
-        except LrfrError as exc:
+        except (LrfrError, OSError) as exc:
             self.store.mark_ended(run.id, "failed", None, f"could not launch: {exc}")
             self._say(f"run {run.id} could not be launched: {exc}")
             return False
@@ -283,12 +310,16 @@ def stop_run(store: Store, run: Run, grace_s: float = 60.0, scheduler: Scheduler
         launcher.stop(handle, run.id, grace_s=grace_s)
     deadline = time.monotonic() + grace_s + 5
     while time.monotonic() < deadline:
+        journal_ingest.ingest(store, run.id)  # a journaled run reports its end there
         current = store.get_run(run.id)
         if current.is_final:
             return current.status
         if not sched.is_alive(current):
             break
         time.sleep(0.2)
+    journal_ingest.ingest(store, run.id)  # its process is gone: its journal is complete
+    if (current := store.get_run(run.id)).is_final:
+        return current.status
     # It did not report in time: it was forced, and nothing else will write its status.
     store.kill_forced(run.id, "killed by SIGKILL after the grace period")
     return store.get_run(run.id).status

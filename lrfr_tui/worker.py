@@ -26,6 +26,7 @@ from typing import Any
 from engine.config import from_dict
 from engine.errors import LrfrError, TrainingDiverged
 from engine.reporting import MultiReporter, Reporter
+from lrfr_tui.run_writer import HEARTBEAT_S, RunWriter
 from lrfr_tui.runsdb import PENDING_FILE, Store, StoreError, runs_root
 
 EXIT_OK, EXIT_FAILED, EXIT_DIVERGED = 0, 1, 2  # 3 = killed after a checkpoint (engine.train.EXIT_INTERRUPTED)
@@ -34,138 +35,42 @@ EXIT_OK, EXIT_FAILED, EXIT_DIVERGED = 0, 1, 2  # 3 = killed after a checkpoint (
 EXIT_STORE_UNAVAILABLE = 4
 # Set by the launchers: the run was started by a scheduler, which tracks its process itself.
 SCHEDULED_ENV = "LRFR_SCHEDULED"
-HEARTBEAT_S = 15.0
-FINAL_WRITE_WAIT_S = 120.0  # overridden by $LRFR_FINAL_WRITE_WAIT_S (the fault-injection tests)
 CHECKPOINT_SYNC_S = 10.0  # how long a checkpoint waits for the metric points before it to be stored
 
 
-def final_write_wait_s() -> float:
-    return float(os.environ.get("LRFR_FINAL_WRITE_WAIT_S", FINAL_WRITE_WAIT_S))
+class StoreWriter(RunWriter):
+    """The one connection of a running worker to runs.db (``RunWriter``: queued, one transaction per
+    batch). A locked or full database only delays the writes; what still could not be written when
+    the run ends is left in ``runs/<id>/pending.jsonl`` for the next reader of the run."""
 
-
-class StoreWriter:
-    """The one connection of a running worker to runs.db, in a thread of its own.
-
-    Training never waits on the database: reports are queued here in order (``put``) and written
-    by the thread every ``flush_every_s``, one transaction per batch, with a heartbeat every
-    ``heartbeat_s``. A locked or full database only delays the writes - the queue is kept and
-    retried - and ``close`` waits a bounded time for the last of them; what still could not be
-    written is left in ``runs/<id>/pending.jsonl`` for the next reader of the run.
-    """
+    target = "runs.db"
+    retry_errors = (sqlite3.Error, LrfrError, OSError)
 
     def __init__(self, db: Path, run_id: int, run_dir: Path, flush_every_s: float = 2.0,
                  heartbeat_s: float = HEARTBEAT_S, busy_timeout_s: float = 5.0) -> None:
-        self.db, self.run_id, self.run_dir = Path(db), run_id, Path(run_dir)
-        self.flush_every_s, self.heartbeat_s, self.busy_timeout_s = flush_every_s, heartbeat_s, busy_timeout_s
-        self._ops: list[list[Any]] = []
-        self._progress: list[Any] | None = None
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closing = threading.Event()
-        self._stop_trying = False  # close() gave up waiting: the thread ends after this attempt
-        self._idle = threading.Event()  # set when everything queued so far is written
-        self._idle.set()
-        self.last_error: str | None = None
-        self.failed_writes = 0
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"runs.db-writer-{run_id}")
+        super().__init__(run_id, run_dir, flush_every_s, heartbeat_s)
+        self.db, self.busy_timeout_s = Path(db), busy_timeout_s
+        self._store: Store | None = None
 
-    def start(self) -> StoreWriter:
-        self._thread.start()
-        return self
+    def _write(self, ops: list[list[Any]]) -> None:
+        if self._store is None:
+            self._store = Store(self.db, timeout_s=self.busy_timeout_s, create=False)
+        self._store.apply_ops(self.run_id, ops)
 
-    def put(self, *op: Any) -> None:
-        with self._lock:
-            self._ops.append(list(op))
-            self._idle.clear()
+    def _reset(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
-    def progress(self, step: int, total_steps: int | None) -> None:
-        with self._lock:  # only the latest progress matters: a slot, not a queue entry
-            self._progress = ["progress", step, total_steps]
-            self._idle.clear()
+    _release = _reset
 
-    def flush_now(self) -> None:
-        self._wake.set()
+    def close(self, wait_s: float | None = None, join_s: float | None = None) -> bool:
+        return super().close(wait_s, self.busy_timeout_s + 5 if join_s is None else join_s)
 
-    def sync(self, timeout_s: float) -> bool:
-        """Write what is queued now, waiting at most ``timeout_s``: a checkpoint waits for the points
-        before it, or a kill -9 right after it would lose them (a resume never logs them again)."""
-        self._wake.set()
-        return self._idle.wait(timeout_s)
+    def rest_location(self) -> str:
+        return str(self.run_dir / PENDING_FILE)
 
-    def _take(self) -> tuple[list[list[Any]], int]:
-        with self._lock:
-            ops = list(self._ops)
-            if self._progress is not None:
-                ops.append(self._progress)
-            return ops, len(self._ops)
-
-    def _written(self, count: int, ops: list[list[Any]]) -> None:
-        with self._lock:
-            del self._ops[:count]
-            if self._progress is not None and self._progress in ops:
-                self._progress = None
-            if not self._ops and self._progress is None:
-                self._idle.set()
-
-    def _loop(self) -> None:
-        from lrfr_tui.runsdb import Store
-
-        store = None
-        next_beat = 0.0
-        backoff = self.flush_every_s
-        while True:
-            self._wake.wait(backoff)
-            self._wake.clear()
-            closing = self._closing.is_set()
-            ops, count = self._take()
-            beat = time.monotonic() >= next_beat
-            try:
-                if store is None:
-                    store = Store(self.db, timeout_s=self.busy_timeout_s, create=False)
-                if beat:
-                    ops.append(["heartbeat"])
-                if ops:
-                    store.apply_ops(self.run_id, ops)
-                self._written(count, ops)
-                if beat:
-                    next_beat = time.monotonic() + self.heartbeat_s
-                self.last_error, backoff = None, self.flush_every_s
-            except (sqlite3.Error, LrfrError, OSError) as exc:
-                # Locked for longer than the busy timeout, disk full, file gone: keep everything
-                # and try again, less often while it lasts. Training goes on meanwhile.
-                self.failed_writes += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                backoff = min(max(backoff * 2, 0.5), 10.0)
-                if store is not None:
-                    store.close()
-                    store = None
-            if closing and (self._idle.is_set() or self._stop_trying):
-                break
-        if store is not None:
-            store.close()
-
-    def close(self, wait_s: float | None = None) -> bool:
-        """Write what is queued, waiting at most ``wait_s`` (default: FINAL_WRITE_WAIT_S); True if
-        all of it reached runs.db. Otherwise the rest goes to ``pending.jsonl`` (False)."""
-        wait_s = final_write_wait_s() if wait_s is None else wait_s
-        self._closing.set()
-        self._wake.set()
-        deadline = time.monotonic() + wait_s
-        while self._thread.is_alive() and time.monotonic() < deadline:
-            self._wake.set()
-            self._idle.wait(0.2)
-            if self._idle.is_set():
-                break
-        self._stop_trying = True
-        self._wake.set()
-        self._thread.join(self.busy_timeout_s + 5)
-        if self._idle.is_set():
-            return True
-        self._leave_pending()
-        return False
-
-    def _leave_pending(self) -> None:
-        ops, _ = self._take()
+    def _leave_rest(self, ops: list[list[Any]]) -> None:
         path = self.run_dir / PENDING_FILE
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,9 +84,9 @@ class StoreWriter:
 
 
 class StoreReporter(Reporter):
-    """Engine reports -> the run's StoreWriter (runs.db), in the order they happen."""
+    """Engine reports -> the run's writer (runs.db or the run journal), in the order they happen."""
 
-    def __init__(self, writer: StoreWriter) -> None:
+    def __init__(self, writer: RunWriter) -> None:
         self.writer = writer
         self.run_id = writer.run_id
         self.total_steps: int | None = None
@@ -340,49 +245,81 @@ def _take_run(db: Path, run_id: int, scheduled: bool) -> Any:
 
 
 class RunSession:
-    """Everything a main-rank worker writes about its run: runs.db (through the StoreWriter), the
-    run's train.log and an optional extra reporter (the CLI's progress bar)."""
+    """Everything a main-rank worker writes about its run: runs.db or the run journal (its
+    ``RunWriter``), the run's train.log and an optional extra reporter (the CLI's progress bar)."""
 
-    def __init__(self, db: Path, run: Any, run_dir: Path, extra: Reporter | None, log_name: str) -> None:
+    def __init__(self, writer: RunWriter, run: Any, run_dir: Path, extra: Reporter | None, log_name: str) -> None:
         self.run_id = run.id
-        self.writer = StoreWriter(db, run.id, run_dir).start()
+        self.writer = writer.start()
         self.log = LogReporter(run_dir / log_name)
         self.reporter = MultiReporter(StoreReporter(self.writer), self.log, extra)
         self.writer.put("artifact", "log", str(run_dir / log_name), time.time())
 
     def finish(self, status: str, code: int, reason: str | None = None) -> int:
-        """Record the final state; EXIT_STORE_UNAVAILABLE if runs.db refused it (see pending.jsonl)."""
+        """Record the final state; EXIT_STORE_UNAVAILABLE if it could not be written (see pending.jsonl)."""
         self.reporter.event("status", f"run {self.run_id} {status}" + (f": {reason}" if reason else ""))
         self.writer.put("ended", status, code, reason, time.time())
+        return self.close(status, code)
+
+    def close(self, status: str, code: int) -> int:
         written = self.writer.close()
         if not written:
-            self.log._line(f"runs.db could not be written ({self.writer.last_error}); the final state is in "
-                           f"{self.writer.run_dir / PENDING_FILE}")
-            print(f"lrfr: error: run {self.run_id} ended {status}, but runs.db could not be written "
-                  f"({self.writer.last_error}); {self.writer.run_dir / PENDING_FILE} keeps what is missing and "
+            where, rest = self.writer.target, self.writer.rest_location()
+            self.log._line(f"{where} could not be written ({self.writer.last_error}); what is missing is in {rest}")
+            print(f"lrfr: error: run {self.run_id} ended {status}, but {where} could not be written "
+                  f"({self.writer.last_error}); {rest} keeps what is missing and "
                   f"the next command that reads the run records it", file=sys.stderr)
         self.log.close()
         return code if written else EXIT_STORE_UNAVAILABLE
 
 
 def execute_run(db: Path, run_id: int, extra: Reporter | None = None, stop=None) -> int:
-    """Train and evaluate run ``run_id``; returns the process exit code. Never leaves it 'running'."""
-    from engine.evaluate import run_benchmarks
-    from engine.train import EXIT_INTERRUPTED, StopFlag, TrainingInterrupted, dist_env, train
+    """Train and evaluate run ``run_id`` of runs.db; returns the process exit code. Never leaves it 'running'."""
+    from engine.train import dist_env
 
     scheduled = bool(os.environ.get(SCHEDULED_ENV))
     main_rank = dist_env().is_main
     run = _take_run(db, run_id, scheduled) if main_rank else _read_run(db, run_id)
     run_dir = runs_root(db) / str(run_id)
-    stop = stop if stop is not None else StopFlag()
     if not main_rank:  # other DDP ranks train; rank 0 reports and checkpoints
-        try:
-            train(from_dict(run.config), run_dir, Reporter(), resume=True, stop=stop, run_uuid=run.uuid)
-        except TrainingInterrupted:
-            return EXIT_INTERRUPTED  # all ranks stopped at the same step; rank 0 wrote the checkpoint
-        return EXIT_OK
-    session = RunSession(db, run, run_dir, extra, "train.log")
+        return _train_other_rank(run, run_dir, stop)
+    session = RunSession(StoreWriter(db, run.id, run_dir), run, run_dir, extra, "train.log")
     session.writer.put("started", str(run_dir), None if scheduled else os.getpid())
+    return _train_and_evaluate(session, run, run_dir, db, stop)
+
+
+def execute_journaled(run_dir: Path, run_id: int, stop=None) -> int:
+    """``execute_run`` for a worker that must not open runs.db: its run from ``run_spec.json``, its
+    writes to ``journal.jsonl`` (both in ``run_dir``); the scheduler ingests them into runs.db."""
+    from engine.train import dist_env
+    from lrfr_tui.journal import JournalWriter, read_spec
+
+    run_dir = Path(run_dir).absolute()
+    run = read_spec(run_dir, run_id)
+    if not dist_env().is_main:
+        return _train_other_rank(run, run_dir, stop)
+    claim_run_dir(run_dir, run, Path(run.db))  # before the journal: never append to another run's
+    session = RunSession(JournalWriter(run_dir, run.id, run.uuid), run, run_dir, None, "train.log")
+    session.writer.put("started", str(run_dir), None)
+    return _train_and_evaluate(session, run, run_dir, Path(run.db), stop)
+
+
+def _train_other_rank(run: Any, run_dir: Path, stop) -> int:
+    """A DDP rank other than 0: it trains; rank 0 reports and checkpoints."""
+    from engine.train import EXIT_INTERRUPTED, StopFlag, TrainingInterrupted, train
+
+    try:
+        train(from_dict(run.config), run_dir, Reporter(), resume=True, stop=stop or StopFlag(), run_uuid=run.uuid)
+    except TrainingInterrupted:
+        return EXIT_INTERRUPTED  # all ranks stopped at the same step; rank 0 wrote the checkpoint
+    return EXIT_OK
+
+
+def _train_and_evaluate(session: RunSession, run: Any, run_dir: Path, db: Path, stop) -> int:
+    from engine.evaluate import run_benchmarks
+    from engine.train import EXIT_INTERRUPTED, StopFlag, TrainingInterrupted, train
+
+    stop = stop if stop is not None else StopFlag()
     result = None
     try:
         with interrupt_on_stop_signals():
@@ -421,7 +358,7 @@ def evaluate_into_run(db: Path, run_id: int, model, cfg, device, extra: Reporter
 
     run = _read_run(db, run_id)
     run_dir = runs_root(db) / str(run_id)
-    session = RunSession(db, run, run_dir, extra, "eval.log")
+    session = RunSession(StoreWriter(db, run.id, run_dir), run, run_dir, extra, "eval.log")
     if finish_run:
         session.writer.put("started", str(run_dir), os.getpid())
     code, status, reason = EXIT_OK, "finished", None
@@ -452,11 +389,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lrfr_tui.worker", description=__doc__)
     # --run-id, not --run: under torchrun, "--run" is taken for an abbreviation of its --run-path.
     parser.add_argument("--run-id", "--run", dest="run", type=int, required=True, help="run id in runs.db")
-    parser.add_argument("--db", default=None, help="runs database (default $LRFR_DB or ./runs.db)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", default=None, help="runs database (default $LRFR_DB or ./runs.db)")
+    where.add_argument("--journal", metavar="RUN_DIR", default=None,
+                       help="never open runs.db: read RUN_DIR/run_spec.json, report to RUN_DIR/journal.jsonl")
     args = parser.parse_args(argv)
     from lrfr_tui.runsdb import db_path
 
     try:
+        if args.journal is not None:
+            from lrfr_tui.journal import forbid_databases
+
+            forbid_databases()
+            return execute_journaled(Path(args.journal), args.run)
         return execute_run(db_path(args.db), args.run)
     except LrfrError as exc:
         print(f"lrfr worker: error: {exc}", file=sys.stderr)

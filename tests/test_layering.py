@@ -13,7 +13,10 @@ ANY_SQL = re.compile(r"\bSELECT\b.*\bFROM\b|\bFROM\s+(runs|metrics|results|param
                      r"|\b(INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TEMP\s+)?"
                      r"(TABLE|VIEW|INDEX)|PRAGMA)\b|\.execute(many|script)?\(")
 RUN_STORE = ROOT / "lrfr_tui" / "runsdb"
-STORE_WRITERS = {RUN_STORE / "store.py", RUN_STORE / "store_records.py", RUN_STORE / "migrations.py"}
+STORE_WRITERS = {RUN_STORE / "store.py", RUN_STORE / "store_records.py", RUN_STORE / "migrations.py",
+                 # Applies run journals (a remote worker's writes) and records how far: its bookkeeping
+                 # (the journals table) must change in the same transaction as the writes it applies.
+                 RUN_STORE / "journal_ingest.py"}
 
 
 def _imports(path: Path) -> set[str]:

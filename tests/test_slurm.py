@@ -206,3 +206,116 @@ def test_sbatch_parameters_follow_the_launch_config(tmp_path):
     assert "gres" not in params and "partition" not in params and "mem" not in params
     assert params["time"] is None  # partition default
     assert worker_command(request) == [request.python, *request.worker_args()]
+
+
+# ---------------------------------------------------------------- through the scheduler and the journal
+
+
+def _queue(db: Path, overrides: list[str]) -> int:
+    cfg = resolve("tiny", MICRO_OVERRIDES + SLURM_OVERRIDES + overrides)
+    store = Store(db)
+    run_id = store.create_run(to_dict(cfg), flatten(cfg), "test")
+    store.close()
+    return run_id
+
+
+def _drive(sched, run_id: int, until, timeout_s: float, what: str):
+    """Scheduler passes (ingesting journals) until ``until(run)``; the run is returned."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sched.step()
+        run = sched.store.get_run(run_id)
+        if until(run):
+            return run
+        time.sleep(0.5)
+    log = Path(run.log_path).read_text()[-3000:] if run.log_path and Path(run.log_path).exists() else "(no log)"
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (run {run.status}); log tail:\n{log}")
+
+
+def _cancel_all(sched, run_id: int) -> None:
+    job = sched.store.get_run(run_id).job_id
+    if job:
+        _squeue_gone(job)
+
+
+def test_slurm_run_goes_through_the_journal_end_to_end(slurm_cluster, tmp_path):
+    from lrfr_tui.journal import JOURNAL_FILE, read_journal
+    from lrfr_tui.runsdb import journal_ingest
+    from lrfr_tui.scheduler import Scheduler
+
+    db = tmp_path / "runs.db"
+    run_id = _queue(db, ["schedule.max_steps=4", "eval.benchmarks=[lfw]"])
+    sched = Scheduler(db, discover=lambda: [])
+    try:
+        run = _drive(sched, run_id, lambda r: r.is_final, 240, "the run to end")
+    finally:
+        _cancel_all(sched, run_id)
+    log = Path(run.log_path).read_text()
+    assert run.status == "finished", f"{run.failure_reason}\n{log[-3000:]}"
+    assert run.step == 4 and sched.store.metric_series(run_id, "loss")
+    assert {r["benchmark"] for r in sched.store.results(run_id)} >= {"lfw"}
+    # The job's worker was journaled (it never opened runs.db) and all of its journal was applied, once.
+    assert f"--journal {run.run_dir}" in log
+    records = read_journal(Path(run.run_dir) / JOURNAL_FILE).records
+    assert journal_ingest.position(sched.store, run_id)[0] == records[-1].seq == len(records)
+    assert any(r.op[0] == "ended" and r.op[1] == "finished" for r in records)
+    sched.store.close()
+
+
+def test_two_task_job_runs_the_per_node_commands_and_a_kill_stops_both_nodes(slurm_cluster, tmp_path):
+    """launch.nodes=2 as one node with 2 tasks (this cluster has one node): each task runs what a node of a
+    2-node job runs (torchrun --nnodes=2 --node-rank=<task> ... rendezvous on the first node)."""
+    import torch
+
+    from lrfr_tui.launchers.slurm import SlurmLauncher
+    from lrfr_tui.scheduler import Scheduler, stop_run
+
+    db = tmp_path / "runs.db"
+    run_id = _queue(db, ["launch.nodes=2", "schedule.max_steps=400", "schedule.epochs=200", "eval.benchmarks=[lfw]"])
+    sched = Scheduler(db, discover=lambda: [],
+                      launchers={"slurm": SlurmLauncher(extra_parameters={"nodes": 1, "ntasks_per_node": 2})})
+    try:
+        _drive(sched, run_id, lambda r: r.is_final or r.step >= 2, 300, "both nodes to be training")
+        running = sched.store.get_run(run_id)
+        assert running.status == "running", running.failure_reason
+        status = stop_run(sched.store, running, grace_s=90, scheduler=sched)
+        run = _drive(sched, run_id, lambda r: r.is_final, 120, "the stopped run to end")
+    finally:
+        _cancel_all(sched, run_id)
+    log = Path(run.log_path).read_text()
+    assert status == run.status == "killed", f"{run.failure_reason}\n{log[-3000:]}"
+    assert "SIGTERM" in run.failure_reason or "stop on another rank" in run.failure_reason
+    for node in (0, 1):
+        assert f"(node {node} of 2)" in log and f"--nnodes=2 --node-rank={node} --nproc-per-node=1" in log
+    assert "--master-addr=" in log and "--master-port=" in log
+    state = torch.load(Path(run.run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert len(state["aug_rng"]) == 2  # a world of 2, one rank per node, stopped at one step
+    assert 2 <= state["step"] < 400
+    sched.store.close()
+
+
+def test_multi_node_and_requeue_parameters_and_per_node_commands(tmp_path):
+    """What a 2-node job and a requeueing job are submitted as, and each node's command (no cluster needed)."""
+    from lrfr_tui.launchers.slurm import SlurmLauncher, rendezvous_port, task_command
+
+    cfg = resolve("tiny", MICRO_OVERRIDES + ["launch.launcher=slurm", "launch.nodes=2", "launch.gpus=8",
+                                             "launch.slurm_requeue=true", "launch.slurm_time_min=60"])
+    request = LaunchRequest(run_id=7, db=tmp_path / "runs.db", run_dir=tmp_path / "runs" / "7",
+                            log_path=tmp_path / "runs" / "7" / "train.log", launch=cfg.launch, journal=True)
+    params = SlurmLauncher().executor_parameters(request)
+    assert params["nodes"] == 2 and params["ntasks_per_node"] == 1 and params["gres"] == "gpu:8"
+    assert params["additional_parameters"]["signal"] == "USR1@120"
+    assert params["additional_parameters"]["requeue"] is True
+    assert params["additional_parameters"]["chdir"] == str(request.run_dir)  # compute nodes need not see runs.db
+    script = SlurmLauncher().sbatch_script(request)
+    assert "#SBATCH --requeue" in script and "#SBATCH --nodes=2" in script
+    args = request.worker_args()
+    assert args[-2:] == ["--journal", str(request.run_dir)] and "--db" not in args
+    node1 = task_command("py", args, 2, 8, node_rank=1, master="gpu-a17", port=rendezvous_port("123456"))
+    assert node1 == ["py", "-m", "torch.distributed.run", "--nnodes=2", "--node-rank=1", "--nproc-per-node=8",
+                     "--master-addr=gpu-a17", "--master-port=23456", *args]
+    assert task_command("py", args, 1, 0) == ["py", *args]
+    assert task_command("py", args, 1, 2)[3:5] == ["--standalone", "--nproc_per_node=2"]
+
+    with pytest.raises(LrfrError, match="launch.nodes"):
+        resolve("tiny", MICRO_OVERRIDES + ["launch.nodes=2"])  # more than one node needs Slurm

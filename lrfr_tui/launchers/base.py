@@ -24,9 +24,17 @@ class LaunchRequest:
     gpus: list[int] = field(default_factory=list)  # physical GPU indices ([] = CPU)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     python: str = sys.executable
+    # The worker reports through runs/<id>/journal.jsonl and never opens runs.db (lrfr_tui/journal.py).
+    journal: bool = False
 
     def worker_args(self) -> list[str]:
-        return ["-m", "lrfr_tui.worker", "--run-id", str(self.run_id), "--db", str(self.db)]
+        where = ["--journal", str(self.run_dir)] if self.journal else ["--db", str(self.db)]
+        return ["-m", "lrfr_tui.worker", "--run-id", str(self.run_id), *where]
+
+    def work_dir(self) -> Path:
+        """Where the worker starts: beside runs.db, or (journaled: runs.db may be on another host's disk)
+        in the run directory."""
+        return self.run_dir if self.journal else self.db.resolve().parent
 
 
 @dataclass

@@ -123,7 +123,7 @@ class LocalLauncher(Launcher):
             try:
                 child = subprocess.Popen(self.command(request), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, env=worker_env(request),
-                                         start_new_session=True, cwd=request.db.parent)
+                                         start_new_session=True, cwd=request.work_dir())
             except OSError as exc:
                 raise LrfrError(f"cannot start run {request.run_id}: {exc}") from None
         self._children[child.pid] = child

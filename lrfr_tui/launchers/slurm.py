@@ -1,20 +1,25 @@
 """Run workers as Slurm jobs, submitted through submitit.
 
-One job per run, named ``lrfr-<run_id>``: one task on one node with the run's GPUs
-(``--gres=gpu:N``), ``cpus_per_task``, memory, time limit and partition from ``launch``. The
-task (``srun`` inside the batch script, as submitit writes it) runs ``run_worker`` below, which
-starts ``python -m lrfr_tui.worker`` (under ``torchrun --standalone`` for N > 1 GPUs) with its
-stdout/stderr appended to the run's ``train.log``, so ``lrfr logs`` and the scheduler's log tail
-see the same output as for a local run. submitit's own files (the sbatch script, and its log
-``<job>_0_log.err`` if the job could not even start Python) are in ``runs/<id>/slurm/``.
+One job per run, named ``lrfr-<run_id>``: ``launch.nodes`` nodes with one task each and the run's
+GPUs per node (``--gres=gpu:N``), ``cpus_per_task``, memory, time limit and partition from
+``launch``. Each task (``srun`` inside the batch script, as submitit writes it) runs ``run_worker``
+below, which starts its node's command (``task_command``): ``python -m lrfr_tui.worker``, under
+``torchrun --standalone`` for N > 1 GPUs on one node, or ``torchrun --nnodes --node-rank`` with a
+rendezvous on the job's first node for several nodes. Its stdout/stderr are appended to the run's
+``train.log``, so ``lrfr logs`` and the scheduler's log tail see the same output as for a local run.
+submitit's own files (the sbatch script, and ``<job>_<task>_log.err`` if a task could not even start
+Python) are in ``runs/<id>/slurm/``. By default (``launch.journal=auto``) the worker is journaled:
+it never opens runs.db, which stays on the scheduler's disk (lrfr_tui/journal.py).
 
 Stopping: ``scancel --signal=TERM JOB`` signals every process of the job's steps (with
-proctrack/linuxproc or cgroup: the whole process tree under slurmstepd), so the worker gets
-SIGTERM directly, checkpoints and records ``killed``; ``scancel JOB`` follows after the grace
-period if the job is still there. ``--full`` is deliberately not used: it also signals the batch
-shell, whose death ends the job and SIGKILLs the worker before it can checkpoint (measured on
-Slurm 22.05). Near the time limit Slurm sends the same SIGTERM (``--signal=TERM@S``), so a job
-that runs out of time checkpoints too.
+proctrack/linuxproc or cgroup: the whole process tree under slurmstepd, on every node), so each rank
+gets SIGTERM directly; the ranks agree to stop at the same step, rank 0 checkpoints and records
+``killed``; ``scancel JOB`` follows after the grace period if the job is still there. ``--full`` is
+deliberately not used: it also signals the batch shell, whose death ends the job and SIGKILLs the
+worker before it can checkpoint (measured on Slurm 22.05). Near the time limit Slurm sends the same
+SIGTERM (``--signal=TERM@S``), so a job that runs out of time checkpoints too; with
+``launch.slurm_requeue`` it sends SIGUSR1 instead (``--signal=USR1@S --requeue``), on which the
+worker checkpoints and requeues its job (``scontrol requeue``), which resumes the run when it starts.
 
 ``is_alive`` asks ``squeue`` (accounting may be off, so never ``sacct``): a job it no longer lists
 (or lists as COMPLETED/FAILED/...) is not alive; when squeue cannot answer at all (not installed,
@@ -28,6 +33,7 @@ import io
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -54,40 +60,77 @@ def job_name(run_id: int) -> str:
 
 
 def worker_command(request: LaunchRequest) -> list[str]:
-    """The worker's argument list inside the job: torchrun with one process per GPU for N > 1."""
-    nproc = request.launch.gpus
-    if nproc > 1:
-        return [request.python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                *request.worker_args()]
-    return [request.python, *request.worker_args()]
+    """The worker's argument list in a one-node job: torchrun with one process per GPU for N > 1."""
+    return task_command(request.python, request.worker_args(), 1, request.launch.gpus)
 
 
-def run_worker(command: list[str], log_path: str, cwd: str, hide_gpus: bool) -> int:
-    """What the Slurm task executes (pickled by submitit, so it lives at module level).
+def rendezvous_port(job_id: str) -> int:
+    """The first node's rendezvous port: per job, so two jobs sharing a node do not meet."""
+    return 20000 + (int(job_id) % 20000 if str(job_id).isdigit() else 0)
 
-    Runs ``command`` with stdout/stderr appended to ``log_path`` and returns its exit code; the
-    worker records the run's final status in runs.db itself.
+
+def task_command(python: str, worker_args: list[str], nodes: int, gpus: int, node_rank: int = 0,
+                 master: str = "", port: int = 0) -> list[str]:
+    """What one task (one per node) runs: the worker; under torchrun for several GPUs or nodes.
+
+    Several nodes: ``torchrun --nnodes --node-rank`` with a static rendezvous on the first node, so
+    that global rank 0 (the one that writes checkpoints and the journal) is on the first node.
+    """
+    nproc = max(gpus, 1)
+    if nodes <= 1:
+        if gpus > 1:
+            return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker_args]
+        return [python, *worker_args]
+    return [python, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--node-rank={node_rank}",
+            f"--nproc-per-node={nproc}", f"--master-addr={master}", f"--master-port={port}", *worker_args]
+
+
+def _this_task(nodes: int) -> tuple[int, str, int]:
+    """(node rank, first node's host name, rendezvous port) of this Slurm task: one task per node, so the
+    task's index (SLURM_PROCID) is the node's."""
+    if nodes <= 1:
+        return 0, "", 0
+    import submitit
+
+    env = submitit.JobEnvironment()
+    return env.global_rank, env.hostnames[0], rendezvous_port(str(env.job_id).split("_")[0])
+
+
+def run_worker(python: str, worker_args: list[str], nodes: int, gpus: int, log_path: str, cwd: str,
+               requeue: bool = False) -> int:
+    """What each Slurm task executes (pickled by submitit, so it lives at module level).
+
+    Runs its node's command (``task_command``) with stdout/stderr appended to ``log_path`` and returns
+    its exit code; the worker records the run's status itself (in its journal, or runs.db).
     """
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-    if hide_gpus:
+    if gpus <= 0:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run must not take a GPU of the node by accident
     # (With --gres=gpu:N Slurm has already set CUDA_VISIBLE_DEVICES to the job's GPUs.)
     job_id = os.environ.get("SLURM_JOB_ID", "?")
+    node_rank, master, port = _this_task(nodes)
+    command = task_command(python, worker_args, nodes, gpus, node_rank, master, port)
+    who = f"slurm job {job_id}" + (f" task {node_rank}" if node_rank else "")
+    if requeue:
+        # Slurm's pre-timeout SIGUSR1 is for the trainers (each installs its handler); torchrun's agent and
+        # this process must not die of it meanwhile: ignored here, and so in the children until they handle it.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab", buffering=0) as log:
-        log.write(f"{_now()} slurm job {job_id} on {socket.gethostname()}: {' '.join(command)}\n".encode())
+        log.write(f"{_now()} slurm job {job_id} on {socket.gethostname()}"
+                  f"{f' (node {node_rank} of {nodes})' if nodes > 1 else ''}: {' '.join(command)}\n".encode())
         try:
             child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      env=env, cwd=cwd)
         except OSError as exc:
-            log.write(f"{_now()} slurm job {job_id}: cannot start the worker: {exc}\n".encode())
+            log.write(f"{_now()} {who}: cannot start the worker: {exc}\n".encode())
             return 127
         # SIGTERM from scancel/the time limit reaches the child directly (same job step); this
         # process (submitit's runner) ignores it and just waits for the child's exit code.
         code = child.wait()
-        log.write(f"{_now()} slurm job {job_id}: worker exited with code {code}\n".encode())
+        log.write(f"{_now()} {who}: worker exited with code {code}\n".encode())
     return code
 
 
@@ -112,8 +155,11 @@ class SlurmLauncher(Launcher):
 
     name = "slurm"
 
-    def __init__(self, poll_s: float = 2.0) -> None:
+    def __init__(self, poll_s: float = 2.0, extra_parameters: dict | None = None) -> None:
         self.poll_s = poll_s
+        # Site-specific sbatch settings over the computed ones (e.g. {"account": "abc"}, or the tests' 2 tasks
+        # on one node standing in for 2 nodes: {"nodes": 1, "ntasks_per_node": 2}).
+        self.extra_parameters = dict(extra_parameters or {})
 
     # ------------------------------------------------------------ start
 
@@ -121,19 +167,22 @@ class SlurmLauncher(Launcher):
         """``SlurmExecutor.update_parameters`` keywords for ``request`` (no sbatch needed to compute)."""
         launch = request.launch
         minutes = int(launch.slurm_time_min)
-        # SIGTERM this many seconds before the time limit, so the worker checkpoints in time.
+        # SIGTERM (SIGUSR1 to requeue) this many seconds before the time limit, so the worker checkpoints in time.
         signal_s = 120 if minutes <= 0 else min(120, max(10, minutes * 60 // 5))
         params: dict = {
             "job_name": job_name(request.run_id),
-            "nodes": 1,
-            "ntasks_per_node": 1,
+            "nodes": int(launch.nodes),
+            "ntasks_per_node": 1,  # one task per node; it starts the node's processes (torchrun)
             # None leaves the flag out of the sbatch script: the partition's default limit.
             "time": minutes if minutes > 0 else None,
             "use_srun": True,
-            # The job starts beside runs.db (which compute nodes must see anyway), not in
-            # whatever directory the scheduler happened to be started from.
-            "additional_parameters": {"signal": f"TERM@{signal_s}", "chdir": str(request.db.resolve().parent)},
+            # The job starts beside runs.db (a journaled one: in its run directory, since compute
+            # nodes need not see runs.db), not wherever the scheduler happened to be started from.
+            "additional_parameters": {"signal": f"{'USR1' if launch.slurm_requeue else 'TERM'}@{signal_s}",
+                                      "chdir": str(request.work_dir())},
         }
+        if launch.slurm_requeue:
+            params["additional_parameters"]["requeue"] = True
         if launch.slurm_cpus_per_task > 0:
             params["cpus_per_task"] = int(launch.slurm_cpus_per_task)
         if launch.gpus > 0:
@@ -142,6 +191,7 @@ class SlurmLauncher(Launcher):
             params["partition"] = launch.slurm_partition
         if launch.slurm_mem_gb > 0:
             params["mem"] = f"{int(launch.slurm_mem_gb)}G"
+        params.update(self.extra_parameters)
         return params
 
     def check_script_values(self, request: LaunchRequest) -> dict:
@@ -189,12 +239,13 @@ class SlurmLauncher(Launcher):
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         executor = submitit.SlurmExecutor(folder=folder, python=shlex.quote(request.python))
         executor.update_parameters(**params)
-        cwd = request.db.resolve().parent
+        cwd = request.work_dir()
         try:
             # submitit prints sbatch's stderr on failure; it goes into the error message instead.
             with contextlib.redirect_stderr(io.StringIO()):
-                job = executor.submit(run_worker, worker_command(request), str(request.log_path), str(cwd),
-                                      request.launch.gpus <= 0)
+                job = executor.submit(run_worker, request.python, request.worker_args(), int(request.launch.nodes),
+                                      int(request.launch.gpus), str(request.log_path), str(cwd),
+                                      bool(request.launch.slurm_requeue))
         except Exception as exc:  # sbatch refused (bad partition, too many CPUs, controller down ...)
             detail = _last_line(str(exc)) or type(exc).__name__
             raise LrfrError(f"cannot submit run {request.run_id} to Slurm: {detail}") from None

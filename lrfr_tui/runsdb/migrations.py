@@ -214,8 +214,15 @@ def _to_v9(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS notes_run ON notes(run_id, wall)")
 
 
+def _to_v10(conn: sqlite3.Connection) -> None:
+    """v10: runs whose worker reports through a journal (runs/<id>/journal.jsonl), and how far it is ingested:
+    ``seq`` the last record applied, ``offset`` the byte just after it (runsdb/journal_ingest.py)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS journals (run_id INTEGER PRIMARY KEY REFERENCES runs(id), "
+                 "seq INTEGER NOT NULL DEFAULT 0, offset INTEGER NOT NULL DEFAULT 0, last_record REAL)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5, _to_v6, _to_v7,
-                                                          _to_v8, _to_v9]
+                                                          _to_v8, _to_v9, _to_v10]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -182,7 +182,15 @@ class Store(RecordsMixin):
         If runs.db cannot be written now, the returned Run still shows that end; the next reader
         writes it."""
         from lrfr_tui.liveness import read_pending
+        from lrfr_tui.runsdb import journal_ingest
 
+        # A journaled worker's last word is in its journal: it comes before any presumption.
+        try:
+            journaled = journal_ingest.ingest(self, run.id).seq > 0
+        except (sqlite3.Error, OSError):
+            journaled = False
+        if journaled and (current := self._read_run(run.id)).status != "running":
+            return current
         pending_path = Path(run.run_dir) / PENDING_FILE if run.run_dir else None
         ops = read_pending(pending_path) if pending_path else []
         ended = next((op for op in reversed(ops) if op[0] == "ended"), None)
@@ -418,8 +426,10 @@ class Store(RecordsMixin):
         with self.transaction():
             self._apply_ops(run_id, ops)
 
-    def _apply_ops(self, run_id: int, ops: Sequence[Sequence[Any]]) -> None:
-        now = time.time()
+    def _apply_ops(self, run_id: int, ops: Sequence[Sequence[Any]], now: float | None = None) -> None:
+        """``now``: when the writes were made (a journal record's time; default: this moment), which
+        is what the run's heartbeat becomes."""
+        now = time.time() if now is None else now
         for op, *args in ops:
             if op == "metrics":
                 self.conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
