@@ -136,7 +136,7 @@ def test_choice_rules_come_from_the_registries():
     assert CHOICES["loss.reduction"] == DISTANCE_REDUCTIONS
     assert CHOICES["eval.lowres_mode"] == LOWRES_MODES
     # Every string option that selects behaviour is listed, and only OneOf rules are.
-    assert set(CHOICES) == {"model.name", "data.on_error", "data.reader", "optim.sgd", "loss.head", "loss.distance", "loss.reduction",
+    assert set(CHOICES) == {"model.name", "data.on_error", "data.reader", "optim.sgd", "launch.journal", "loss.head", "loss.distance", "loss.reduction",
                             "train.amp", "eval.source", "eval.standin_size", "eval.lowres_mode", "launch.launcher"}
 
 
