@@ -8,6 +8,7 @@ code `lrfr ls/results/export` use.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import time
@@ -80,6 +81,31 @@ def smooth(values: Sequence[float], weight: float) -> list[float]:
 
 
 
+def evaluating(phase: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The phase when it is the evaluation (benchmark k of n, images embedded), else None."""
+    return phase if phase and phase.get("phase") == "evaluate" else None
+
+
+def running_eta(conn: sqlite3.Connection, run_id: int, status: str, step: int, total_steps: int | None,
+                phase: dict[str, Any] | None, now: float) -> float | None:
+    """Seconds left: of the evaluation's current pass while evaluating (as the engine measured it), else of
+    the training, from this attempt's own step rate (a resumed run's pause is not counted)."""
+    if status != "running":
+        return None
+    ev = evaluating(phase)
+    if ev is not None:
+        eta = ev.get("eta_s")
+        return None if eta is None else max(0.0, float(eta) - max(0.0, now - float(ev.get("wall") or now)))
+    if not total_steps:
+        return None
+    since = phase.get("since") if phase and phase.get("phase") == "train" else None
+    rate = step_rate(conn, run_id, since=since)
+    if rate is None:
+        return None
+    steps_per_s, last_wall = rate
+    return max(0.0, (total_steps - step) / steps_per_s - max(0.0, now - last_wall))
+
+
 @dataclass
 class RunLine:
     """One row of the runs table."""
@@ -98,6 +124,7 @@ class RunLine:
     spark: list[float]
     eta_s: float | None = None
     queue_pos: int | None = None
+    phase: dict[str, Any] | None = None  # a running run's evaluation (benchmark k of n), None while training
 
 
 @dataclass
@@ -181,11 +208,12 @@ class RunsModel:
                 self._slow_ids = None
                 rows = self._select(conn, now)
             extra = reads.placement(conn)
+            phases = reads.live_phases(conn)
             self._spark_deadline = time.monotonic() + SPARK_BUDGET_S
             self._spark_missing = False
             # Live runs first: their sparklines change; the others are read once and cached.
             order = sorted(range(len(rows)), key=lambda i: rows[i].status not in ACTIVE_STATUSES)
-            built = {i: self._line(conn, rows[i], extra.get(rows[i].id), now) for i in order}
+            built = {i: self._line(conn, rows[i], extra.get(rows[i].id), phases.get(rows[i].id), now) for i in order}
             lines = [built[i] for i in range(len(rows))]
         except (StoreError, sqlite3.Error) as exc:
             self.close()
@@ -196,7 +224,8 @@ class RunsModel:
             line.queue_pos = position.get(line.id)
         return RunsSnapshot(lines, len(extra), filter_error, complete=not self._spark_missing)
 
-    def _line(self, conn: sqlite3.Connection, row: runsdb.RunRow, extra: tuple | None, now: float) -> RunLine:
+    def _line(self, conn: sqlite3.Connection, row: runsdb.RunRow, extra: tuple | None, phase: dict | None,
+              now: float) -> RunLine:
         gpus = ""
         if extra is not None:
             if extra[1]:
@@ -214,15 +243,11 @@ class RunsModel:
         else:  # over budget: the stale sparkline (or none) for now
             spark = cached[2] if cached is not None else []
             self._spark_missing = True
-        eta = None
-        if row.status == "running" and row.total_steps:
-            rate = step_rate(conn, row.id)
-            if rate is not None:
-                steps_per_s, last_wall = rate
-                eta = max(0.0, (row.total_steps - row.step) / steps_per_s - max(0.0, now - last_wall))
+        eta = running_eta(conn, row.id, row.status, row.step, row.total_steps, phase, now)
         return RunLine(id=row.id, name=row.name, preset=row.preset or "", status=row.status, step=row.step,
                        total_steps=row.total_steps, created=row.created, gpus=gpus, tags=row.tags,
-                       group=row.group or "", results=dict(row.results), spark=spark, eta_s=eta)
+                       group=row.group or "", results=dict(row.results), spark=spark, eta_s=eta,
+                       phase=evaluating(phase) if row.status == "running" else None)
 
 
 @dataclass
@@ -247,6 +272,7 @@ class DetailSnapshot:
     log_reset: bool  # the log was replaced (or first read): clear before appending
     eta_s: float | None = None
     images_per_s: float | None = None
+    phase: dict[str, Any] | None = None  # the evaluation's progress while the run evaluates
 
 
 class DetailModel:
@@ -313,11 +339,14 @@ class DetailModel:
             self._results_seen = results_count
         artifacts = [{"kind": a["kind"], "path": a["path"]} for a in reads.run_artifacts(conn, self.run_id)]
         lines, reset = self._read_log(run)
-        eta = rate_now = None
-        if running and run.get("total_steps"):
-            rate = step_rate(conn, self.run_id)
-            if rate is not None:
-                eta = max(0.0, (run["total_steps"] - run["step"]) / rate[0] - max(0.0, now - rate[1]))
+        phase = None
+        if running and run.get("phase"):
+            try:
+                phase = json.loads(run["phase"])
+            except ValueError:
+                phase = None
+        eta = running_eta(conn, self.run_id, run["status"], run["step"], run.get("total_steps"), phase, now)
+        rate_now = None
         if self._points.get(RATE_KEY):
             rate_now = self._points[RATE_KEY][-1][1]
         return DetailSnapshot(
@@ -325,7 +354,7 @@ class DetailModel:
             curves=self._curve_cache[1], curves_version=self._curve_cache[0], results=self._results,
             resolution_curve=resolution_curve(self._results), artifacts=artifacts,
             log_path=str(self._log) if self._log else None, log_lines=lines, log_reset=reset,
-            eta_s=eta, images_per_s=rate_now)
+            eta_s=eta, images_per_s=rate_now, phase=evaluating(phase))
 
     def _read_log(self, run: dict[str, Any]) -> tuple[list[str], bool]:
         """New complete lines of the run's log; the first read starts at the last few hundred lines."""

@@ -59,6 +59,7 @@ class StoreWriter:
         self.flush_every_s, self.heartbeat_s, self.busy_timeout_s = flush_every_s, heartbeat_s, busy_timeout_s
         self._ops: list[list[Any]] = []
         self._progress: list[Any] | None = None
+        self._phase: list[Any] | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -83,6 +84,12 @@ class StoreWriter:
             self._progress = ["progress", step, total_steps]
             self._idle.clear()
 
+    def phase(self, phase: dict[str, Any]) -> None:
+        """Where the run is now (training since, evaluation benchmark k of n ...): a slot like progress."""
+        with self._lock:
+            self._phase = ["phase", phase]
+            self._idle.clear()
+
     def flush_now(self) -> None:
         self._wake.set()
 
@@ -95,16 +102,17 @@ class StoreWriter:
     def _take(self) -> tuple[list[list[Any]], int]:
         with self._lock:
             ops = list(self._ops)
-            if self._progress is not None:
-                ops.append(self._progress)
+            ops += [slot for slot in (self._progress, self._phase) if slot is not None]
             return ops, len(self._ops)
 
     def _written(self, count: int, ops: list[list[Any]]) -> None:
         with self._lock:
             del self._ops[:count]
-            if self._progress is not None and self._progress in ops:
+            if self._progress is not None and any(op is self._progress for op in ops):
                 self._progress = None
-            if not self._ops and self._progress is None:
+            if self._phase is not None and any(op is self._phase for op in ops):
+                self._phase = None
+            if not self._ops and self._progress is None and self._phase is None:
                 self._idle.set()
 
     def _loop(self) -> None:
@@ -195,6 +203,11 @@ class StoreReporter(Reporter):
         # A resume restarts at its checkpoint: what an interrupted attempt logged after it goes.
         self.writer.put("truncate_after", start_step)
         self.writer.progress(start_step, total_steps)
+        # This attempt's start: a resumed run's step rate (its ETA) is measured from here, not across the pause.
+        self.writer.phase({"phase": "train", "since": time.time(), "start_step": start_step})
+
+    def progress(self, phase: str, **fields: Any) -> None:
+        self.writer.phase({"phase": phase, "wall": time.time(), **fields})
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         now = time.time()

@@ -203,8 +203,14 @@ def _to_v8(conn: sqlite3.Connection) -> None:
           ON last.run_id = m.run_id AND last.key = m.key AND last.step = m.step""")
 
 
+def _to_v9(conn: sqlite3.Connection) -> None:
+    """Where a running run is (``phase``, JSON): training since when (a resume's ETA is measured from there), or
+    evaluating benchmark k of n with the images embedded (``engine.reporting.Reporter.progress``)."""
+    conn.execute("ALTER TABLE runs ADD COLUMN phase TEXT")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5, _to_v6, _to_v7,
-                                                          _to_v8]
+                                                          _to_v8, _to_v9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

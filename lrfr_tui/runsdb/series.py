@@ -46,10 +46,12 @@ def spark_samples(conn: sqlite3.Connection, run_id: int, key: str, last_step: in
     return out
 
 
-def step_rate(conn: sqlite3.Connection, run_id: int, window: int = 20) -> tuple[float, float] | None:
-    """(steps per second over the last ``window`` logged points, wall time of the last one)."""
-    rows = conn.execute("SELECT step, wall FROM metrics WHERE run_id = ? AND key = 'loss' "
-                        "ORDER BY step DESC LIMIT ?", (run_id, window)).fetchall()
+def step_rate(conn: sqlite3.Connection, run_id: int, window: int = 20,
+              since: float | None = None) -> tuple[float, float] | None:
+    """(steps per second over the last ``window`` logged points, wall time of the last one); ``since``: only
+    points logged from then on (a resumed run's attempt: the pause before it is no training time)."""
+    rows = conn.execute("SELECT step, wall FROM metrics WHERE run_id = ? AND key = 'loss' AND wall >= ? "
+                        "ORDER BY step DESC LIMIT ?", (run_id, since or 0.0, window)).fetchall()
     if len(rows) < 2:
         return None
     (s1, w1), (s0, w0) = rows[0], rows[-1]

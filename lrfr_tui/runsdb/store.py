@@ -407,6 +407,8 @@ class Store(RecordsMixin):
                 step, total = args
                 self.conn.execute("UPDATE runs SET step=?, total_steps=COALESCE(?, total_steps), heartbeat=? "
                                   "WHERE id=?", (step, total, now, run_id))
+            elif op == "phase":
+                self.conn.execute("UPDATE runs SET phase=? WHERE id=?", (json.dumps(args[0], default=str), run_id))
             elif op == "heartbeat":
                 self.conn.execute("UPDATE runs SET heartbeat=? WHERE id=? AND status='running'", (now, run_id))
             elif op == "event":

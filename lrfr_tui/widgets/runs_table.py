@@ -29,6 +29,9 @@ def progress_text(line: RunLine) -> str:
     if line.status == "queued":
         return f"#{line.queue_pos} in queue" if line.queue_pos else ""
     total = line.total_steps
+    if line.status == "running" and line.phase is not None:  # evaluating benchmark k of n
+        where = f"{line.phase.get('index', '?')}/{line.phase.get('count', '?')}"
+        return f"ev {where} {short_duration(line.eta_s)}" if line.eta_s is not None else f"eval {where}"
     if line.status == "running":
         if not total:
             return "starting" if not line.step else str(line.step)
