@@ -68,9 +68,13 @@ class Store(RecordsMixin):
             raise StoreError(f"{self.path} was written by a newer lrfr (schema {version}, this lrfr "
                              f"knows {SCHEMA_VERSION}); upgrade lrfr to open it")
         if version != SCHEMA_VERSION:
-            # One transaction: a failed upgrade leaves the old schema and every run as they were.
+            # One transaction: a failed upgrade leaves the old schema and every run as they were. The version
+            # is read again under the write lock: a process that created or upgraded runs.db meanwhile (the
+            # first `lrfr run` while a TUI looks) has done it, and doing it twice fails (duplicate column).
             with self.transaction():
-                migrate(self.conn, version or 0)
+                version = self._schema_version()
+                if version != SCHEMA_VERSION:
+                    migrate(self.conn, version or 0)
 
     def _schema_version(self) -> int | None:
         has_meta = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
