@@ -45,6 +45,8 @@ class BenchmarkInfo:
     headline_single_protocol: bool
     formats: tuple[str, ...]
     catalog_entry: str | None = None
+    # The resolutions (px) of the paper's headline row for a benchmark reported per resolution (Figure 3a).
+    headline_resolutions: tuple[int, ...] = ()
 
     @property
     def default_dataset(self) -> str:
@@ -96,7 +98,7 @@ _DECLARED = (
                     "10-fold accuracy and SSIM per resolution",
         protocols=tuple(LOWRES_PROTOCOL_PREFIX + mode for mode in LOWRES_MODES),
         headline_metrics=("acc",), headline_single_protocol=False,
-        formats=("bin", "pairs"), catalog_entry="lfw",
+        formats=("bin", "pairs"), catalog_entry="lfw", headline_resolutions=(112, 20, 14, 7),
     ),
 )
 _BY_NAME = {info.name: info for info in _DECLARED}

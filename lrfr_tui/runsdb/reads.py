@@ -181,3 +181,14 @@ def live_phases(db: sqlite3.Connection | Store) -> dict[int, dict[str, Any]]:
         if isinstance(value, dict):
             out[run_id] = value
     return out
+
+
+def params_of(db: sqlite3.Connection | Store, run_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    """Each run's flat config (key -> stored JSON text), for the runs given."""
+    conn = conn_of(db)
+    out: dict[int, dict[str, str]] = {i: {} for i in run_ids}
+    for chunk in chunks(list(run_ids)):
+        for run_id, key, value in conn.execute(
+                f"SELECT run_id, key, value FROM params WHERE run_id IN ({', '.join('?' * len(chunk))})", chunk):
+            out[run_id][key] = value
+    return out

@@ -58,3 +58,17 @@ def step_rate(conn: sqlite3.Connection, run_id: int, window: int = 20,
     if w1 <= w0 or s1 <= s0:
         return None
     return (s1 - s0) / (w1 - w0), w1
+
+
+def unknown_metric_hint(conn: sqlite3.Connection, terms: list[str], sample_ids: list[int]) -> str | None:
+    """``terms`` (metric names a filter reads) that none of the runs ``sample_ids`` logged: a one-line hint
+    naming the keys they have (a typo, or a config key without its section, e.g. ``lr`` for ``optim.lr``)."""
+    known: set[str] = set()
+    for run_id in sample_ids:
+        known.update(metric_keys(conn, run_id))
+    missing = [t for t in terms if t not in known]
+    if not missing:
+        return None
+    have = ", ".join(sorted(known)) or "none yet"
+    return (f"unknown key {', '.join(map(repr, missing))}: no run logged such a metric (metrics: {have}); "
+            "a run column, a result (lfw.acc) or a config key (optim.lr) is meant otherwise")
