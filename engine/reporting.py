@@ -27,6 +27,12 @@ class Reporter:
     def event(self, kind: str, message: str, **fields: Any) -> None:
         """Something happened: checkpoint saved, epoch done, evaluation started ..."""
 
+    def progress(self, phase: str, **fields: Any) -> None:
+        """Where a long phase stands now; each call replaces the one before (nothing to keep). The
+        evaluation reports ``phase="evaluate"`` with ``benchmark``, ``index`` (1-based) of ``count``,
+        ``images`` embedded for this benchmark so far, ``pass_done``/``pass_total`` images of the current
+        embedding pass, ``rate`` (images/s) and ``eta_s`` (seconds left in that pass)."""
+
     def artifact(self, kind: str, path: Path) -> None:
         """A file worth keeping was written (checkpoint, figure, log)."""
 
@@ -56,6 +62,10 @@ class MultiReporter(Reporter):
     def event(self, kind: str, message: str, **fields: Any) -> None:
         for r in self.reporters:
             r.event(kind, message, **fields)
+
+    def progress(self, phase: str, **fields: Any) -> None:
+        for r in self.reporters:
+            r.progress(phase, **fields)
 
     def artifact(self, kind: str, path: Path) -> None:
         for r in self.reporters:

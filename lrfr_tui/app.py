@@ -61,6 +61,8 @@ class LrfrApp(App[None]):
         self._queue_done = threading.Event()
         self._queue_done.set()  # no queue worker yet
         self._told_locked = False
+        self.deleted_ids: list[int] = []  # deleted in this session: what u (restore) offers
+        self.last_copied = ""  # the last path copied to the clipboard (y)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -145,18 +147,34 @@ class LrfrApp(App[None]):
         label = f"run {ids[0]}" if len(ids) == 1 else f"{len(ids)} runs ({ids[0]}-{ids[-1]})"
         state = self.queue_state
         where = "at the head of the queue" if start_now else "at the end of the queue"
-        if state.mode == "driving":
+        # The first launch creates runs.db: a TUI that drives takes the queue on its next pass.
+        will_drive = state.mode in ("no-db", "starting") and self.drive is not False
+        if state.mode == "driving" or will_drive:
             tail = "starting now" if start_now else "this TUI starts it when resources free up"
         elif state.mode == "watching":
             tail = f"{state.holder or 'the queue driver'} starts it"
         else:
             tail = "nothing drives the queue: run `lrfr worker` (or open the TUI with --drive)"
         self.notify(f"{label} queued {where}; {tail}", severity="warning" if state.mode in ("off", "error")
-                    else "information", markup=False)
+                    and not will_drive else "information", markup=False)
         for screen in self.screen_stack:
             if isinstance(screen, RunsScreen):
                 screen.focus_run(ids[0])
         self.poke()
+
+    def action_quit_checked(self) -> None:
+        """Quit; with queued runs that nobody else will start, ask first."""
+        from lrfr_tui.screens.dialogs import ConfirmDialog
+
+        state = self.queue_state
+        if state.queued and state.mode != "watching":
+            what = "1 run is" if state.queued == 1 else f"{state.queued} runs are"
+            question = (f"{what} queued. Nothing starts queued runs once this TUI quits, until a TUI or "
+                        "`lrfr worker` runs (running trainings keep running).\nQuit anyway?")
+            self.push_screen(ConfirmDialog(question, yes="Quit", no="Stay"),
+                             lambda yes: self.exit() if yes else None)
+            return
+        self.exit()
 
     def open_run(self, run_id: int) -> None:
         from lrfr_tui.screens.detail import DetailScreen

@@ -19,6 +19,7 @@ class GpuInfo:
     name: str
     memory_used_mib: int
     memory_total_mib: int
+    util_pct: int | None = None  # utilisation now, when nvidia-smi tells (fake GPUs do not)
 
 
 GpuDiscovery = Callable[[], list[GpuInfo]]
@@ -34,7 +35,7 @@ def discover_gpus() -> list[GpuInfo]:
         return []
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=index,name,memory.used,memory.total", "--format=csv,noheader,nounits"],
+            [exe, "--query-gpu=index,name,memory.used,memory.total,utilization.gpu", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=20, check=True,
             env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "PATH": "/usr/bin:/bin"},
         ).stdout
@@ -44,10 +45,11 @@ def discover_gpus() -> list[GpuInfo]:
     gpus = []
     for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 4 and parts[0].isdigit():
+        if len(parts) in (4, 5) and parts[0].isdigit():
             used = int(parts[2]) if parts[2].isdigit() else 0
             total = int(parts[3]) if parts[3].isdigit() else 0
-            gpus.append(GpuInfo(int(parts[0]), parts[1], used, total))
+            util = int(parts[4]) if len(parts) == 5 and parts[4].isdigit() else None
+            gpus.append(GpuInfo(int(parts[0]), parts[1], used, total, util))
     return gpus
 
 

@@ -40,6 +40,7 @@ class RunWriter:
         self.flush_every_s, self.heartbeat_s = flush_every_s, heartbeat_s
         self._ops: list[list[Any]] = []
         self._progress: list[Any] | None = None
+        self._phase: list[Any] | None = None  # where the run is (training since, evaluating k of n): a slot too
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -85,6 +86,12 @@ class RunWriter:
             self._progress = ["progress", step, total_steps]
             self._idle.clear()
 
+    def phase(self, phase: dict[str, Any]) -> None:
+        """Where the run is now (training since, evaluation benchmark k of n ...): a slot like progress."""
+        with self._lock:
+            self._phase = ["phase", phase]
+            self._idle.clear()
+
     def flush_now(self) -> None:
         self._wake.set()
 
@@ -97,16 +104,18 @@ class RunWriter:
     def _take(self) -> tuple[list[list[Any]], int]:
         with self._lock:
             ops = list(self._ops)
-            if self._progress is not None:
-                ops.append(self._progress)
+            ops += [slot for slot in (self._progress, self._phase) if slot is not None]
             return ops, len(self._ops)
 
     def _written(self, count: int, ops: list[list[Any]]) -> None:
         with self._lock:
             del self._ops[:count]
-            if self._progress is not None and self._progress in ops:
+            # Identity, not equality: a newer slot value equal to the written one must still be written.
+            if self._progress is not None and any(op is self._progress for op in ops):
                 self._progress = None
-            if not self._ops and self._progress is None:
+            if self._phase is not None and any(op is self._phase for op in ops):
+                self._phase = None
+            if not self._ops and self._progress is None and self._phase is None:
                 self._idle.set()
 
     def _loop(self) -> None:

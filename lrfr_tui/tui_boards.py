@@ -117,3 +117,36 @@ class ResultsBoardModel(_Reader):
         group = group_in_filter(self.filter_text)
         matrix = results_table.results_matrix(conn, filters=filters, baseline=group_baseline_run(conn, group))
         return attach_references(conn, matrix, group)
+
+
+@dataclass
+class LogSnapshot:
+    path: str | None
+    text: str  # the last LOG_SCREEN_LINES lines
+    size: int  # the file's size: the screen reloads only when it changed
+
+
+LOG_SCREEN_LINES = 2000
+
+
+class LogModel(_Reader):
+    """One run's log for the full-screen view: its last LOG_SCREEN_LINES lines, read again when it grows."""
+
+    def __init__(self, db: Path, run_id: int) -> None:
+        super().__init__(db)
+        self.run_id = run_id
+
+    def snapshot(self) -> LogSnapshot:
+        """Raises LrfrError when the run is gone or the database cannot be read."""
+        from lrfr_tui import run_logs
+
+        run = runsdb.run_ref(self._connect(), self.run_id)
+        path = run_logs.log_file(self.db, run)
+        if path is None:
+            return LogSnapshot(None, "(no log file for this run yet)", -1)
+        try:
+            size = path.stat().st_size
+            lines = run_logs.tail_lines(path, LOG_SCREEN_LINES)
+        except OSError as exc:
+            return LogSnapshot(str(path), f"({path} cannot be read: {exc})", -1)
+        return LogSnapshot(str(path), "\n".join(lines), size)

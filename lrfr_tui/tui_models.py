@@ -8,24 +8,26 @@ code `lrfr ls/results/export` use.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.errors import LrfrError
 from lrfr_tui import results_table, run_logs, runsdb
 from lrfr_tui.runsdb import Store, StoreError, reads, result_keys
-from lrfr_tui.runsdb.series import metric_keys, series_after, spark_samples, step_rate
+from lrfr_tui.runsdb.series import metric_keys, series_after, spark_samples, step_rate, unknown_metric_hint
 from lrfr_tui.runsdb.states import ACTIVE_STATUSES
 
 # Training curves the detail screen draws, in this order; other keys are listed but not drawn.
 LOSS_KEYS = ("loss", "loss_cls", "loss_dist")
 RATE_KEY = "images_per_s"
 LR_KEY = "lr"
+GPU_KEYS = ("gpu_mem_gib", "gpu_util")  # what a run on a GPU reports of its device (shown while it runs)
 LOG_TAIL_LINES = 400
 # Filters over every point of a run (min(loss), max(...)) cost a pass over the metrics table; their
 # matches are recomputed this often, while the rows they select still refresh on every poll.
@@ -35,6 +37,15 @@ SETTLE_EVERY_S = 5.0
 # Sparklines missing from the cache are read for at most this long per snapshot (index seeks, slow
 # on a cold page cache); the rest follow in the next snapshots, which come at once until done.
 SPARK_BUDGET_S = 0.25
+# The result columns the runs table can show: the paper's headline row, from the engine's benchmark registry.
+HEADLINE = result_keys.headline_results()
+HEADLINE_TERMS = tuple(h.term for h in HEADLINE)
+HEADLINE_METRICS = {bench: metrics for bench, (metrics, _) in result_keys.HEADLINE.items()}
+# Runs of one group (a sweep) or of one name are told apart by the config keys whose values differ among them
+# (at most this many keys, for clusters of at most VARIANT_MAX_RUNS runs); never by these keys.
+VARIANT_KEYS = 2
+VARIANT_MAX_RUNS = 200
+VARIANT_IGNORED = ("name", "description", "launch.")
 
 
 
@@ -80,6 +91,50 @@ def smooth(values: Sequence[float], weight: float) -> list[float]:
 
 
 
+def evaluating(phase: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The phase when it is the evaluation (benchmark k of n, images embedded), else None."""
+    return phase if phase and phase.get("phase") == "evaluate" else None
+
+
+def running_eta(conn: sqlite3.Connection, run_id: int, status: str, step: int, total_steps: int | None,
+                phase: dict[str, Any] | None, now: float) -> float | None:
+    """Seconds left: of the evaluation's current pass while evaluating (as the engine measured it), else of
+    the training, from this attempt's own step rate (a resumed run's pause is not counted)."""
+    if status != "running":
+        return None
+    ev = evaluating(phase)
+    if ev is not None:
+        eta = ev.get("eta_s")
+        return None if eta is None else max(0.0, float(eta) - max(0.0, now - float(ev.get("wall") or now)))
+    if not total_steps:
+        return None
+    since = phase.get("since") if phase and phase.get("phase") == "train" else None
+    rate = step_rate(conn, run_id, since=since)
+    if rate is None:
+        return None
+    steps_per_s, last_wall = rate
+    return max(0.0, (total_steps - step) / steps_per_s - max(0.0, now - last_wall))
+
+
+def variants(params: dict[int, dict[str, str]]) -> dict[int, str]:
+    """``lr=0.1 p=2`` per run: the (at most VARIANT_KEYS) config keys whose values differ among these runs."""
+    keys = sorted({k for p in params.values() for k in p if not k.startswith(VARIANT_IGNORED)})
+    differ = [k for k in keys if len({p.get(k) for p in params.values()}) > 1][:VARIANT_KEYS]
+
+    def shown(raw: str | None) -> str:
+        if raw is None:
+            return "-"
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return raw
+        if isinstance(value, list):
+            return ",".join(map(str, value))
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return {run_id: " ".join(f"{k.split('.')[-1]}={shown(p.get(k))}" for k in differ) for run_id, p in params.items()}
+
+
 @dataclass
 class RunLine:
     """One row of the runs table."""
@@ -98,6 +153,8 @@ class RunLine:
     spark: list[float]
     eta_s: float | None = None
     queue_pos: int | None = None
+    phase: dict[str, Any] | None = None  # a running run's evaluation (benchmark k of n), None while training
+    variant: str = ""  # what sets it apart from its sweep (or same-name) siblings: "lr=0.1 p=2"
 
 
 @dataclass
@@ -125,6 +182,8 @@ class RunsModel:
         self._spark_deadline = 0.0
         self._spark_missing = False
         self._settle_at = 0.0
+        self._variants: dict[frozenset[int], dict[int, str]] = {}
+        self._hint: tuple[str | None, str | None] = (None, None)
 
     def close(self) -> None:
         if self.conn is not None:
@@ -155,12 +214,12 @@ class RunsModel:
     def _select(self, conn: sqlite3.Connection, now: float) -> list[runsdb.RunRow]:
         slow = [f for f in self._filters if f.term.kind == "metric" and f.term.func != "last"]
         if not slow:
-            return runsdb.select_runs(conn, self._filters, now=now)
+            return runsdb.select_runs(conn, self._filters, now=now, key_results=HEADLINE_TERMS)
         if self._slow_ids is None or time.monotonic() - self._slow_at >= SLOW_FILTER_S:
             self._slow_ids = {r.id for r in runsdb.select_runs(conn, slow, now=now)}
             self._slow_at = time.monotonic()
         fast = [f for f in self._filters if f not in slow]
-        return [r for r in runsdb.select_runs(conn, fast, now=now) if r.id in self._slow_ids]
+        return [r for r in runsdb.select_runs(conn, fast, now=now, key_results=HEADLINE_TERMS) if r.id in self._slow_ids]
 
     def snapshot(self, filter_text: str, now: float) -> RunsSnapshot:
         filter_error = self.set_filter(filter_text)
@@ -180,13 +239,17 @@ class RunsModel:
                 self._filters, self._filter_text = self._previous
                 self._slow_ids = None
                 rows = self._select(conn, now)
+            if not rows and filter_error is None:
+                filter_error = self._unknown_hint(conn)
             extra = reads.placement(conn)
+            phases = reads.live_phases(conn)
             self._spark_deadline = time.monotonic() + SPARK_BUDGET_S
             self._spark_missing = False
             # Live runs first: their sparklines change; the others are read once and cached.
             order = sorted(range(len(rows)), key=lambda i: rows[i].status not in ACTIVE_STATUSES)
-            built = {i: self._line(conn, rows[i], extra.get(rows[i].id), now) for i in order}
+            built = {i: self._line(conn, rows[i], extra.get(rows[i].id), phases.get(rows[i].id), now) for i in order}
             lines = [built[i] for i in range(len(rows))]
+            self._set_variants(conn, lines)
         except (StoreError, sqlite3.Error) as exc:
             self.close()
             return RunsSnapshot([], 0, filter_error, error=str(exc))
@@ -196,7 +259,31 @@ class RunsModel:
             line.queue_pos = position.get(line.id)
         return RunsSnapshot(lines, len(extra), filter_error, complete=not self._spark_missing)
 
-    def _line(self, conn: sqlite3.Connection, row: runsdb.RunRow, extra: tuple | None, now: float) -> RunLine:
+    def _unknown_hint(self, conn: sqlite3.Connection) -> str | None:
+        """Nothing matched: say so when a metric term names a key no (recent) run logged, as `foo=1` would."""
+        terms = [f.term.name for f in self._filters if f.term.kind == "metric"]
+        if terms and self._hint[0] != self._filter_text:  # once per filter: it reads 50 runs' keys
+            recent = [r.id for r in runsdb.select_runs(conn, [], limit=50, now=time.time(), key_results=())]
+            self._hint = (self._filter_text, unknown_metric_hint(conn, terms, recent))
+        return self._hint[1] if terms else None
+
+    def _set_variants(self, conn: sqlite3.Connection, lines: list[RunLine]) -> None:
+        """Name the config differences within each sweep (group) or set of same-name runs; cached per set."""
+        clusters: dict[tuple[str, str], list[int]] = {}
+        for line in lines:
+            clusters.setdefault(("group", line.group) if line.group else ("name", line.name), []).append(line.id)
+        by_id = {line.id: line for line in lines}
+        for ids in clusters.values():
+            if not 1 < len(ids) <= VARIANT_MAX_RUNS:
+                continue
+            key = frozenset(ids)
+            if key not in self._variants:
+                self._variants[key] = variants(reads.params_of(conn, ids))
+            for run_id, text in self._variants[key].items():
+                by_id[run_id].variant = text
+
+    def _line(self, conn: sqlite3.Connection, row: runsdb.RunRow, extra: tuple | None, phase: dict | None,
+              now: float) -> RunLine:
         gpus = ""
         if extra is not None:
             if extra[1]:
@@ -214,15 +301,11 @@ class RunsModel:
         else:  # over budget: the stale sparkline (or none) for now
             spark = cached[2] if cached is not None else []
             self._spark_missing = True
-        eta = None
-        if row.status == "running" and row.total_steps:
-            rate = step_rate(conn, row.id)
-            if rate is not None:
-                steps_per_s, last_wall = rate
-                eta = max(0.0, (row.total_steps - row.step) / steps_per_s - max(0.0, now - last_wall))
+        eta = running_eta(conn, row.id, row.status, row.step, row.total_steps, phase, now)
         return RunLine(id=row.id, name=row.name, preset=row.preset or "", status=row.status, step=row.step,
                        total_steps=row.total_steps, created=row.created, gpus=gpus, tags=row.tags,
-                       group=row.group or "", results=dict(row.results), spark=spark, eta_s=eta)
+                       group=row.group or "", results=dict(row.results), spark=spark, eta_s=eta,
+                       phase=evaluating(phase) if row.status == "running" else None)
 
 
 @dataclass
@@ -247,6 +330,9 @@ class DetailSnapshot:
     log_reset: bool  # the log was replaced (or first read): clear before appending
     eta_s: float | None = None
     images_per_s: float | None = None
+    phase: dict[str, Any] | None = None  # the evaluation's progress while the run evaluates
+    notes: list[str] = field(default_factory=list)
+    gpu: dict[str, float] = field(default_factory=dict)  # last gpu_mem_gib / gpu_util the run reported
 
 
 class DetailModel:
@@ -313,11 +399,14 @@ class DetailModel:
             self._results_seen = results_count
         artifacts = [{"kind": a["kind"], "path": a["path"]} for a in reads.run_artifacts(conn, self.run_id)]
         lines, reset = self._read_log(run)
-        eta = rate_now = None
-        if running and run.get("total_steps"):
-            rate = step_rate(conn, self.run_id)
-            if rate is not None:
-                eta = max(0.0, (run["total_steps"] - run["step"]) / rate[0] - max(0.0, now - rate[1]))
+        phase = None
+        if running and run.get("phase"):
+            try:
+                phase = json.loads(run["phase"])
+            except ValueError:
+                phase = None
+        eta = running_eta(conn, self.run_id, run["status"], run["step"], run.get("total_steps"), phase, now)
+        rate_now = None
         if self._points.get(RATE_KEY):
             rate_now = self._points[RATE_KEY][-1][1]
         return DetailSnapshot(
@@ -325,7 +414,9 @@ class DetailModel:
             curves=self._curve_cache[1], curves_version=self._curve_cache[0], results=self._results,
             resolution_curve=resolution_curve(self._results), artifacts=artifacts,
             log_path=str(self._log) if self._log else None, log_lines=lines, log_reset=reset,
-            eta_s=eta, images_per_s=rate_now)
+            eta_s=eta, images_per_s=rate_now, phase=evaluating(phase),
+            notes=[n["text"] for n in reads.run_notes(conn, self.run_id)],
+            gpu={k: self._points[k][-1][1] for k in GPU_KEYS if self._points.get(k) and running})
 
     def _read_log(self, run: dict[str, Any]) -> tuple[list[str], bool]:
         """New complete lines of the run's log; the first read starts at the last few hundred lines."""

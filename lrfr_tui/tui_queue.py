@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import LrfrError
+from lrfr_tui.gpus import GpuDiscoveryError
 from lrfr_tui.runsdb import reads
 
 
@@ -25,6 +26,8 @@ class QueueState:
     free_gpus: int = 0
     total_gpus: int = 0
     error: str = ""
+    # (index, memory used MiB, memory total MiB, utilisation %) of each GPU of the box, when nvidia-smi tells
+    gpu_usage: tuple[tuple[int, int, int, int], ...] = ()
 
     def describe(self) -> list[tuple[str, str]]:
         """(text, theme colour variable) pieces."""
@@ -41,7 +44,13 @@ class QueueState:
         else:
             head = [("not driving", "text-warning")]
         gpus = f"{self.free_gpus}/{self.total_gpus} GPUs free" if self.total_gpus else "CPU"
-        return head + [(f" · {self.queued} queued · {self.running} running · {gpus}", "")]
+        usage = [(f" · {' '.join(gpu_usage_text(*u) for u in self.gpu_usage)}", "")] if self.gpu_usage else []
+        return head + [(f" · {self.queued} queued · {self.running} running · {gpus}", "")] + usage
+
+
+def gpu_usage_text(index: int, used_mib: int, total_mib: int, util_pct: int) -> str:
+    """``0:12/80G 95%``: one GPU's memory in use and its utilisation."""
+    return f"{index}:{used_mib / 1024:.0f}/{total_mib / 1024:.0f}G {util_pct}%"
 
 
 class QueueDriver:
@@ -60,7 +69,7 @@ class QueueDriver:
         self.on_event = on_event
         self.sched = None
         self.holding = False
-        self._gpus: tuple[float, int, int] | None = None  # (when, free, total)
+        self._gpus: tuple[float, int, int, tuple] | None = None  # (when, free, total, usage)
 
     @property
     def lock_path(self) -> Path:
@@ -93,14 +102,20 @@ class QueueDriver:
             counts = reads.active_counts(self.sched.store)
             if self._gpus is None or now - self._gpus[0] >= self.GPU_EVERY_S:
                 free, _ = self.sched.free_gpus()
-                total = len(self.sched.discover())
-                self._gpus = (now, len(free), total)
+                try:
+                    gpus = self.sched.discover()
+                except GpuDiscoveryError:  # the scheduler said so already (free_gpus)
+                    gpus = []
+                usage = tuple((g.index, g.memory_used_mib, g.memory_total_mib, g.util_pct) for g in gpus
+                              if getattr(g, "util_pct", None) is not None)
+                self._gpus = (now, len(free), len(gpus), usage)
         except (LrfrError, sqlite3.Error, OSError) as exc:
             self.close()
             return QueueState("error", error=str(exc))
         mode = "driving" if self.holding else ("off" if self.mode == "off" else "watching")
         return QueueState(mode, holder="" if self.holding else self.holder(), queued=counts.get("queued", 0),
-                          running=counts.get("running", 0), free_gpus=self._gpus[1], total_gpus=self._gpus[2])
+                          running=counts.get("running", 0), free_gpus=self._gpus[1], total_gpus=self._gpus[2],
+                          gpu_usage=self._gpus[3])
 
     def close(self) -> None:
         if self.sched is not None:

@@ -100,6 +100,11 @@ class StoreReporter(Reporter):
         # A resume restarts at its checkpoint: what an interrupted attempt logged after it goes.
         self.writer.put("truncate_after", start_step)
         self.writer.progress(start_step, total_steps)
+        # This attempt's start: a resumed run's step rate (its ETA) is measured from here, not across the pause.
+        self.writer.phase({"phase": "train", "since": time.time(), "start_step": start_step})
+
+    def progress(self, phase: str, **fields: Any) -> None:
+        self.writer.phase({"phase": phase, "wall": time.time(), **fields})
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         now = time.time()

@@ -3,7 +3,7 @@
 Fixture runs are written through the Store API (create_run, add_metrics, add_results, then their
 times pinned to a frozen "now" so ages and ETAs are stable); one test launches real `tiny` runs
 from the launch form and lets the app's scheduler start them as subprocesses. Snapshot tests
-(pytest-textual-snapshot) cover the main screens at 100x30 and the runs screen at 80x24;
+(pytest-textual-snapshot) cover the main screens at 100x30, 80x24 and 120x36;
 regenerate them with ``pytest tests/test_tui.py --snapshot-update`` after an intended change.
 """
 
@@ -316,7 +316,9 @@ def test_detail_screen_draws_downsampled_curves_and_follows_the_log(db):
             assert screen.run_id == 4
             plot = screen.query_one("#plot-loss", CurvePlot)
             await wait_for(pilot, lambda: plot.points > 0, what="the loss curve")
-            assert {line.label for line in plot.lines} == {"loss", "loss_cls", "loss_dist"}
+            assert {line.label for line in plot.lines} == {"loss", "loss_cls"}
+            # loss_dist (a hundredth of loss_cls here) has its own plot and axis
+            assert [line.label for line in screen.query_one("#plot-dist", CurvePlot).lines] == ["loss_dist"]
             log = screen.query_one("#log-view")
             await wait_for(pilot, lambda: log.line_count >= 60, what="the log tail")
             draws = plot.draws
@@ -478,8 +480,10 @@ def test_run_that_disappears_and_damaged_or_missing_db_notify(db, tmp_path):
         missing = make_app(tmp_path / "nowhere" / "runs.db")
         async with missing.run_test(size=SIZE) as pilot:
             await loaded(pilot, RunsScreen)
-            assert any("no runs database" in n for n in missing.notes)
-            assert "Press n" in str(missing.screen.query_one("#runs-empty").render())
+            # No runs.db yet is no error toast: the empty screen says it, and how to make one.
+            assert not any("no runs database" in n for n in missing.notes)
+            empty = str(missing.screen.query_one("#runs-empty").render())
+            assert "no runs database" in empty and "Press n" in empty
             assert missing.queue_state.mode == "no-db"
             assert not (tmp_path / "nowhere" / "runs.db").exists()  # looking never creates it
 
@@ -631,7 +635,9 @@ def test_quitting_leaves_a_running_training_running_and_a_new_tui_adopts_it(db):
                 assert app.screen.table.lines[4].status == "running"
                 await pilot.pause(0.3)  # a few scheduler passes: the live run is adopted, not failed
                 assert status_of(db, 4) == "running" and status_of(db, 5) == "queued"
-                await pilot.press("q")
+                await pilot.press("q")  # run 5 is queued and this TUI drives: it asks first
+                await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the quit question")
+                await pilot.press("y")
 
         run(session())
         assert sleeper.poll() is None  # not signalled
@@ -654,35 +660,33 @@ async def _settle(pilot, screen_type, count: int = 2) -> None:
     await pilot.pause(0.2)
 
 
-@snapshot_test
-def test_snapshot_runs_screen(db, snap_compare):
-    async def before(pilot):
-        await _settle(pilot, RunsScreen)
-
-    assert snap_compare(make_app(db), terminal_size=SIZE, run_before=before)
+SNAPSHOT_SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
 
 
 @snapshot_test
-def test_snapshot_runs_screen_80x24(db, snap_compare):
+@SNAPSHOT_SIZES
+def test_snapshot_runs_screen(db, snap_compare, size):
     async def before(pilot):
         await _settle(pilot, RunsScreen)
         await pilot.press("down", "down", "down", "space")
 
-    assert snap_compare(make_app(db), terminal_size=(80, 24), run_before=before)
+    assert snap_compare(make_app(db), terminal_size=size, run_before=before)
 
 
 @snapshot_test
-def test_snapshot_detail_screen(db, snap_compare):
+@SNAPSHOT_SIZES
+def test_snapshot_detail_screen(db, snap_compare, size):
     async def before(pilot):
         await _settle(pilot, RunsScreen)
         await pilot.press("down", "enter")
         await _settle(pilot, DetailScreen, 3)
 
-    assert snap_compare(make_app(db), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(db), terminal_size=size, run_before=before)
 
 
 @snapshot_test
-def test_snapshot_detail_results_tab(db, snap_compare):
+@SNAPSHOT_SIZES
+def test_snapshot_detail_results_tab(db, snap_compare, size):
     async def before(pilot):
         await _settle(pilot, RunsScreen)
         await pilot.press("down", "down", "down", "enter")
@@ -690,11 +694,12 @@ def test_snapshot_detail_results_tab(db, snap_compare):
         await pilot.press("2")
         await pilot.pause(0.3)
 
-    assert snap_compare(make_app(db), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(db), terminal_size=size, run_before=before)
 
 
 @snapshot_test
-def test_snapshot_compare_screen(db, snap_compare):
+@SNAPSHOT_SIZES
+def test_snapshot_compare_screen(db, snap_compare, size):
     async def before(pilot):
         await _settle(pilot, RunsScreen)
         await pilot.press("down", "down", "down", "space", "space", "c")
@@ -702,14 +707,15 @@ def test_snapshot_compare_screen(db, snap_compare):
         await pilot.press("2")
         await pilot.pause(0.3)
 
-    assert snap_compare(make_app(db), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(db), terminal_size=size, run_before=before)
 
 
 @snapshot_test
-def test_snapshot_results_board(db, snap_compare):
+@SNAPSHOT_SIZES
+def test_snapshot_results_board(db, snap_compare, size):
     async def before(pilot):
         await _settle(pilot, RunsScreen)
         await pilot.press("b")
         await _settle(pilot, ResultsScreen, 1)
 
-    assert snap_compare(make_app(db), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(db), terminal_size=size, run_before=before)

@@ -23,6 +23,7 @@ import dataclasses
 import gc
 import os
 import platform
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,6 +108,9 @@ class _Renamed(Reporter):
     def event(self, kind: str, message: str, **fields) -> None:
         self.parent.event(kind, message, **fields)
 
+    def progress(self, phase: str, **fields) -> None:
+        self.parent.progress(phase, **fields)
+
     def artifact(self, kind: str, path: Path) -> None:
         self.parent.artifact(kind, path)
 
@@ -116,6 +120,33 @@ class _Renamed(Reporter):
     def outcomes(self, benchmark: str, protocol: str, metric: str, resolution: int | None, correct) -> None:
         self.parent.outcomes(self.name if benchmark == self.kind else benchmark, protocol, metric, resolution,
                              correct)
+
+
+class _EvalProgress:
+    """Benchmark ``index`` of ``count``: images embedded so far and the current pass, reported at most every
+    ``every_s`` (and at each pass's end) as ``reporter.progress("evaluate", ...)``."""
+
+    def __init__(self, reporter: Reporter, name: str, index: int, count: int, every_s: float = 0.5) -> None:
+        self.reporter, self.name, self.index, self.count, self.every_s = reporter, name, index, count, every_s
+        self.started = time.monotonic()
+        self.images = 0  # embedded in finished passes
+        self.last = 0.0
+        self.report(0, 0, 0)
+
+    def __call__(self, done: int, total: int) -> None:
+        if done >= total:
+            self.images += total
+            self.report(self.images, total, total)
+        elif time.monotonic() - self.last >= self.every_s:
+            self.report(self.images + done, done, total)
+
+    def report(self, images: int, done: int, total: int) -> None:
+        self.last = time.monotonic()
+        elapsed = max(self.last - self.started, 1e-6)
+        rate = images / elapsed if images else None
+        eta = (total - done) / rate if rate and total else None
+        self.reporter.progress("evaluate", benchmark=self.name, index=self.index, count=self.count, images=images,
+                               pass_done=done, pass_total=total, rate=rate, eta_s=eta)
 
 
 def _cpu_model() -> str:
@@ -156,7 +187,7 @@ def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: 
     import torch
 
     from engine.evaluate.benchmarks import BENCHMARKS, EvalContext
-    from engine.evaluate.embeddings import as_embed_fn
+    from engine.evaluate.embeddings import as_embed_fn, embed_progress
 
     device = torch.device(device)
     if isinstance(model, torch.nn.Module):
@@ -168,9 +199,10 @@ def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: 
     specs = [parse_benchmark(text, known=list(BENCHMARKS)) for text in cfg.eval.benchmarks]
     failures: dict[str, str] = {}
     succeeded: list[str] = []
-    for spec in specs:
+    for index, spec in enumerate(specs, 1):
         name = spec.name
-        reporter.event("evaluate", f"evaluating {name}", benchmark=name)
+        reporter.event("evaluate", f"evaluating {name} ({index} of {len(specs)})", benchmark=name, index=index,
+                       count=len(specs))
         ctx = base
         if spec.dataset is not None:
             # Files the protocol keeps (splits, drawn sizes, fine-tuning runs) go to their own folder,
@@ -179,7 +211,8 @@ def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: 
             ctx = dataclasses.replace(base, reporter=_Renamed(reporter, spec.kind, name), run_dir=sub_dir,
                                       dataset=spec.dataset)
         try:
-            BENCHMARKS[spec.kind](ctx)
+            with embed_progress(_EvalProgress(reporter, name, index, len(specs))):
+                BENCHMARKS[spec.kind](ctx)
         except (LrfrError, OSError, MemoryError, RuntimeError) as exc:
             if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
                 raise  # a bug, not the data or the machine: stop with its traceback

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -14,6 +16,26 @@ from engine.augment import degrade
 from engine.data.loader import ignore_stop_signals, iterate
 
 EmbedFn = Callable[[Tensor], Tensor]  # float N x 3 x H x W in [-1, 1] -> N x D features
+
+# Who hears of each embedded batch: (images done in this pass, images in the pass). Set around one
+# benchmark by ``run_benchmarks`` (``embed_progress``), so the protocols need not pass it down.
+_ON_BATCH: ContextVar[Callable[[int, int], None] | None] = ContextVar("lrfr_embed_progress", default=None)
+
+
+@contextmanager
+def embed_progress(callback: Callable[[int, int], None]) -> Iterator[None]:
+    """Call ``callback(done, total)`` after every batch that ``embed``/``embed_dataset`` embed inside."""
+    token = _ON_BATCH.set(callback)
+    try:
+        yield
+    finally:
+        _ON_BATCH.reset(token)
+
+
+def _tick(done: int, total: int) -> None:
+    callback = _ON_BATCH.get()
+    if callback is not None:
+        callback(done, total)
 
 
 def as_embed_fn(model: nn.Module | EmbedFn) -> EmbedFn:
@@ -58,6 +80,7 @@ def embed(model: nn.Module | EmbedFn, images: Tensor, device: torch.device | str
         if r is not None and not per_image and r >= batch.shape[-1]:
             r = None
         out.append(embed_batch(fn, batch, r, flip_fuse).cpu())
+        _tick(min(start + batch_size, len(images)), len(images))
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -69,5 +92,8 @@ def embed_dataset(model: nn.Module | EmbedFn, dataset: Dataset, device: torch.de
     device = torch.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
                         worker_init_fn=ignore_stop_signals)
-    out = [embed_batch(fn, images.to(device)).cpu() for images, _ in iterate(loader)]
+    out, total = [], len(dataset)  # type: ignore[arg-type]
+    for images, _ in iterate(loader):
+        out.append(embed_batch(fn, images.to(device)).cpu())
+        _tick(min(len(out) * batch_size, total), total)
     return torch.cat(out).numpy()

@@ -191,7 +191,8 @@ class RunRow:
 @db_errors
 def select_runs(db: sqlite3.Connection | Store, filters: Iterable[Filter | str] = (),
                 sort: str | Sequence[str] | None = None, limit: int | None = None,
-                deleted: str = "hide", now: float | None = None) -> list[RunRow]:
+                deleted: str = "hide", now: float | None = None,
+                key_results: Sequence[str] = KEY_RESULTS) -> list[RunRow]:
     """The runs matching every filter, sorted (default newest first), at most ``limit``.
 
     ``deleted``: "hide" (default), "only" (the soft-deleted runs) or "all". Sorting puts runs
@@ -260,11 +261,12 @@ def select_runs(db: sqlite3.Connection | Store, filters: Iterable[Filter | str] 
                   ended=r["ended"], deleted=bool(r["deleted"]), parent_id=r["parent_id"],
                   exit_code=r["exit_code"], failure_reason=r["failure_reason"],
                   values={t.label: r[a] for t, a in shown.items()}) for r in rows]
-    _fill_params_tags_and_key_results(conn, out, [t for t in shown if t.kind == "param"])
+    _fill_params_tags_and_key_results(conn, out, [t for t in shown if t.kind == "param"], key_results)
     return out
 
 
-def _fill_params_tags_and_key_results(conn: sqlite3.Connection, out: list[RunRow], param_terms: list[Term]) -> None:
+def _fill_params_tags_and_key_results(conn: sqlite3.Connection, out: list[RunRow], param_terms: list[Term],
+                                      key_results: Sequence[str] = KEY_RESULTS) -> None:
     """Params with their JSON types (not SQL's), each run's tags and its key results (`lrfr ls` columns)."""
     ids = [r.id for r in out]
     for term in param_terms:
@@ -276,7 +278,7 @@ def _fill_params_tags_and_key_results(conn: sqlite3.Connection, out: list[RunRow
             row.values[term.label] = decode_param(raw.get(row.id))
     tags = run_tags(conn, ids)
     results = latest_results(conn, ids)
-    key_terms = [parse_term(k) for k in KEY_RESULTS]
+    key_terms = [parse_term(k) for k in key_results]
     for row in out:
         row.tags = tags.get(row.id, [])
         for term in key_terms:

@@ -221,8 +221,14 @@ def _to_v10(conn: sqlite3.Connection) -> None:
                  "seq INTEGER NOT NULL DEFAULT 0, offset INTEGER NOT NULL DEFAULT 0, last_record REAL)")
 
 
+def _to_v11(conn: sqlite3.Connection) -> None:
+    """v11: where a running run is (``phase``, JSON): training since when (a resume's ETA is measured from there),
+    or evaluating benchmark k of n with the images embedded (``engine.reporting.Reporter.progress``)."""
+    conn.execute("ALTER TABLE runs ADD COLUMN phase TEXT")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v1, _to_v2, _to_v3, _to_v4, _to_v5, _to_v6, _to_v7,
-                                                          _to_v8, _to_v9, _to_v10]
+                                                          _to_v8, _to_v9, _to_v10, _to_v11]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

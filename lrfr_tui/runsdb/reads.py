@@ -165,3 +165,30 @@ def placement(db: sqlite3.Connection | Store) -> dict[int, tuple]:
     """run id -> (id, gpus, gpus_requested, queue_pos, status) of every non-deleted run: where it runs or waits."""
     return {r[0]: tuple(r) for r in conn_of(db).execute(
         "SELECT id, gpus, gpus_requested, queue_pos, status FROM runs WHERE deleted = 0")}
+
+
+def live_phases(db: sqlite3.Connection | Store) -> dict[int, dict[str, Any]]:
+    """The ``phase`` of each running run that reported one (training since, evaluation benchmark k of n)."""
+    conn = conn_of(db)
+    if "phase" not in table_columns(conn, "runs"):
+        return {}
+    out = {}
+    for run_id, raw in conn.execute("SELECT id, phase FROM runs WHERE status = 'running' AND phase IS NOT NULL"):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out[run_id] = value
+    return out
+
+
+def params_of(db: sqlite3.Connection | Store, run_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    """Each run's flat config (key -> stored JSON text), for the runs given."""
+    conn = conn_of(db)
+    out: dict[int, dict[str, str]] = {i: {} for i in run_ids}
+    for chunk in chunks(list(run_ids)):
+        for run_id, key, value in conn.execute(
+                f"SELECT run_id, key, value FROM params WHERE run_id IN ({', '.join('?' * len(chunk))})", chunk):
+            out[run_id][key] = value
+    return out

@@ -76,3 +76,34 @@ def wide_columns(benchmarks: Iterable[registry.BenchmarkInfo] | None = None) -> 
     infos = registry.benchmarks() if benchmarks is None else benchmarks
     return [WideColumn(b.name, metric, res) for b in infos for metric in b.headline_metrics
             for res in (b.headline_resolutions or (None,))]
+
+
+@dataclass(frozen=True)
+class HeadlineResult:
+    """One number of the paper's headline row, as a narrow column: ``term`` (``lowres_lfw.acc@7``), ``label``
+    (``LR@7``) and ``tier`` (0: the benchmark's main number - its mean or first metric, at its lowest
+    resolution; 1: its other resolutions; 2: its other metrics). Narrow terminals keep the low tiers."""
+
+    term: str
+    label: str
+    tier: int
+
+
+def headline_results() -> tuple[HeadlineResult, ...]:
+    """The headline row of every benchmark the registry declares, in paper order."""
+    out = []
+    for info in registry.benchmarks():
+        short = info.label if len(info.label) <= 5 else "".join(c for c in info.label if c.isupper())[:2]
+        metrics = info.headline_metrics
+        main = next((m for m in metrics if m.endswith("_mean")), metrics[0])
+        lowest = min(info.headline_resolutions, default=None)
+        for metric in metrics:
+            name = METRIC_LABELS.get(metric, metric).replace("rank-", "r")
+            base = short if len(metrics) == 1 else f"{short} {name}"
+            if not info.headline_resolutions:
+                out.append(HeadlineResult(f"{info.name}.{metric}", base, 0 if metric == main else 2))
+                continue
+            for res in info.headline_resolutions:
+                tier = (0 if res == lowest else 1) if metric == main else 2
+                out.append(HeadlineResult(f"{info.name}.{metric}@{res}", f"{base}@{res}", tier))
+    return tuple(out)

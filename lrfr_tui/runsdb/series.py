@@ -46,13 +46,29 @@ def spark_samples(conn: sqlite3.Connection, run_id: int, key: str, last_step: in
     return out
 
 
-def step_rate(conn: sqlite3.Connection, run_id: int, window: int = 20) -> tuple[float, float] | None:
-    """(steps per second over the last ``window`` logged points, wall time of the last one)."""
-    rows = conn.execute("SELECT step, wall FROM metrics WHERE run_id = ? AND key = 'loss' "
-                        "ORDER BY step DESC LIMIT ?", (run_id, window)).fetchall()
+def step_rate(conn: sqlite3.Connection, run_id: int, window: int = 20,
+              since: float | None = None) -> tuple[float, float] | None:
+    """(steps per second over the last ``window`` logged points, wall time of the last one); ``since``: only
+    points logged from then on (a resumed run's attempt: the pause before it is no training time)."""
+    rows = conn.execute("SELECT step, wall FROM metrics WHERE run_id = ? AND key = 'loss' AND wall >= ? "
+                        "ORDER BY step DESC LIMIT ?", (run_id, since or 0.0, window)).fetchall()
     if len(rows) < 2:
         return None
     (s1, w1), (s0, w0) = rows[0], rows[-1]
     if w1 <= w0 or s1 <= s0:
         return None
     return (s1 - s0) / (w1 - w0), w1
+
+
+def unknown_metric_hint(conn: sqlite3.Connection, terms: list[str], sample_ids: list[int]) -> str | None:
+    """``terms`` (metric names a filter reads) that none of the runs ``sample_ids`` logged: a one-line hint
+    naming the keys they have (a typo, or a config key without its section, e.g. ``lr`` for ``optim.lr``)."""
+    known: set[str] = set()
+    for run_id in sample_ids:
+        known.update(metric_keys(conn, run_id))
+    missing = [t for t in terms if t not in known]
+    if not missing:
+        return None
+    have = ", ".join(sorted(known)) or "none yet"
+    return (f"unknown key {', '.join(map(repr, missing))}: no run logged such a metric (metrics: {have}); "
+            "a run column, a result (lfw.acc) or a config key (optim.lr) is meant otherwise")

@@ -69,9 +69,13 @@ class Store(RecordsMixin):
             raise StoreError(f"{self.path} was written by a newer lrfr (schema {version}, this lrfr "
                              f"knows {SCHEMA_VERSION}); upgrade lrfr to open it")
         if version != SCHEMA_VERSION:
-            # One transaction: a failed upgrade leaves the old schema and every run as they were.
+            # One transaction: a failed upgrade leaves the old schema and every run as they were. The version
+            # is read again under the write lock: a process that created or upgraded runs.db meanwhile (the
+            # first `lrfr run` while a TUI looks) has done it, and doing it twice fails (duplicate column).
             with self.transaction():
-                migrate(self.conn, version or 0)
+                version = self._schema_version()
+                if version != SCHEMA_VERSION:
+                    migrate(self.conn, version or 0)
         else:
             self._refresh_views()
 
@@ -438,6 +442,8 @@ class Store(RecordsMixin):
                 step, total = args
                 self.conn.execute("UPDATE runs SET step=?, total_steps=COALESCE(?, total_steps), heartbeat=? "
                                   "WHERE id=?", (step, total, now, run_id))
+            elif op == "phase":
+                self.conn.execute("UPDATE runs SET phase=? WHERE id=?", (json.dumps(args[0], default=str), run_id))
             elif op == "heartbeat":
                 self.conn.execute("UPDATE runs SET heartbeat=? WHERE id=? AND status='running'", (now, run_id))
             elif op == "event":

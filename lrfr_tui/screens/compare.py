@@ -19,6 +19,7 @@ from lrfr_tui.significance import format_interval
 from lrfr_tui.tui_boards import CompareModel, CompareSnapshot
 from lrfr_tui.widgets.loss_plot import CurvePlot, Line
 from lrfr_tui.widgets.status_bar import StatusBar
+from lrfr_tui.widgets.tables import Table
 from lrfr_tui.widgets.theme import status_style, theme_colour
 
 
@@ -55,11 +56,11 @@ class CompareScreen(PollingScreen):
             with TabPane("Curves", id="cmp-curves"):
                 yield CurvePlot("loss", id="compare-plot")
             with TabPane("Results (Table 4)", id="cmp-results"):
-                yield DataTable(id="compare-results", cursor_type="row")
+                yield Table(id="compare-results", cursor_type="row")
             with TabPane("Config diff", id="cmp-config"):
-                yield DataTable(id="compare-config", cursor_type="row")
+                yield Table(id="compare-config", cursor_type="row")
         yield StatusBar()
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(StatusBar).set_left(f"compare {len(self.run_ids)} runs · m: next curve")

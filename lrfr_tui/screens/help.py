@@ -19,6 +19,26 @@ def filter_language() -> str:
     return doc[start:].strip() if start >= 0 else doc.strip()
 
 
+def filter_language_text() -> Text:
+    """The filter language as formatted text: the title bold, each example term bold with its meaning
+    beside it, ``code`` bold, and the reST markers (``::``, double backquotes) gone."""
+    out = Text()
+    lines = filter_language().splitlines()
+    out.append("Filter: the runs screen's / (and `lrfr ls`), terms combined with AND\n", style="bold")
+    for line in lines[2:]:
+        line = line.replace("::", ":")
+        if line.startswith("    ") and line.strip():  # an example term, its meaning from column 26
+            term, meaning = line[4:30], line[30:]
+            out.append("    " + term, style="bold")
+            out.append(meaning.strip() + "\n")
+            continue
+        parts = line.split("``")
+        for i, part in enumerate(parts):
+            out.append(part, style="bold" if i % 2 else "")
+        out.append("\n")
+    return out
+
+
 def keys_text(title: str, bindings: list) -> Text:
     text = Text(f"{title}\n", style="bold")
     for binding in bindings:
@@ -45,7 +65,8 @@ class HelpScreen(ModalScreen[None]):
             body.append_text(keys_text("\nEverywhere", self.app.BINDINGS + [
                 Binding("ctrl+p", "command_palette", "Command palette: every action by name"),
                 Binding("ctrl+q", "quit", "Quit (running trainings keep running; q on the runs screen)")]))
-            body.append("\nFilter (the runs screen's / and `lrfr ls`)\n", style="bold")
-            body.append(filter_language() + "\n")
+            if getattr(self.under, "HAS_FILTER", False):  # only where a filter line is (the runs screen)
+                body.append("\n")
+                body.append_text(filter_language_text())
             body.append("\nescape closes this help", style="dim")
             yield Static(body, markup=False)

@@ -18,6 +18,8 @@ from lrfr_tui.launch_form import BuiltRun, FormError, LaunchForm, build_runs
 from lrfr_tui.usecases import launch
 from lrfr_tui.widgets.status_bar import StatusBar
 
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
 DEFAULT_PRESET = "tiny"
 FIELD_WIDGETS = {"overrides": "#overrides", "grid": "#grid", "gpus": "#gpus", "preset": "#preset"}
 
@@ -99,12 +101,24 @@ class LaunchScreen(Screen):
                 yield Button("Queue ^g", variant="primary", id="queue", compact=True)
                 yield Button("Cancel esc", id="cancel", compact=True)
         yield StatusBar()
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(StatusBar).set_left("launch: validated with the CLI's rules as you type")
         self.query_one("#overrides", TextArea).focus()
+        self._spin_frame = 0
+        self._checked_once = False
+        self.set_interval(0.15, self._spin)
         self._changed()
+
+    def _spin(self) -> None:
+        """A spinner while a validation runs: the first one loads torch (the config's model and augmentation
+        rules), which takes seconds (a minute on a busy CPU); the later ones are instant."""
+        if self.valid is not None:
+            return
+        self._spin_frame = (self._spin_frame + 1) % len(SPINNER)
+        wait = "" if self._checked_once else " (the first check loads torch: seconds, more on a busy machine)"
+        self._show_validation(f"{SPINNER[self._spin_frame]} validating…{wait}", "")
 
     # ------------------------------------------------------------ validation as you type
 
@@ -160,6 +174,7 @@ class LaunchScreen(Screen):
         if message.serial != self.serial:
             return  # an answer for text that has changed since
         self.validated_serial = message.serial
+        self._checked_once = True
         self.valid = message.error is None
         self.error = message.error
         for selector in FIELD_WIDGETS.values():

@@ -23,6 +23,7 @@ from lrfr_tui.significance import format_interval
 from lrfr_tui.tui_boards import ResultsBoardModel
 from lrfr_tui.usecases import export_results
 from lrfr_tui.widgets.status_bar import StatusBar
+from lrfr_tui.widgets.tables import Table
 from lrfr_tui.widgets.theme import theme_colour
 
 FORMATS = [("csv", "CSV (.csv)"), ("markdown", "Markdown (.md)"), ("latex", "LaTeX booktabs (.tex)")]
@@ -54,6 +55,8 @@ class ResultsScreen(PollingScreen):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("e", "export", "Export"),
         Binding("enter", "open_run", "Open run"),
+        Binding("s", "cycle_sort", "Sort"),
+        Binding("S", "reverse_sort", "Reverse sort", show=False),
     ]
 
     class Loaded(Message):
@@ -68,12 +71,15 @@ class ResultsScreen(PollingScreen):
         self.loads = 0
         self._key: object = None
         self._head = ""
+        self.sort_column: int | None = None  # matrix column index; None: the matrix's own order
+        self.sort_reverse = True
 
     def compose(self) -> ComposeResult:
         yield Static("", id="results-head", markup=False)
-        yield DataTable(id="board", cursor_type="row")
+        # id and run stay in view while the result columns scroll sideways.
+        yield Table(id="board", cursor_type="row", fixed_columns=2, header_height=2)
         yield StatusBar()
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         where = f"runs matching: {self.filter_text}" if self.filter_text.strip() else "every run with results"
@@ -108,6 +114,24 @@ class ResultsScreen(PollingScreen):
             return
         self._key = key
         self.matrix = matrix
+        self._fill(matrix)
+
+    def _order(self, matrix: results_table.Matrix) -> list[int]:
+        """Row indices in display order: by the sort column (best first, runs without it last), else as read."""
+        order = list(range(len(matrix.rows)))
+        j = self.sort_column
+        if j is None or j >= len(matrix.columns):
+            return order
+        sign = display.better_direction(matrix.columns[j].metric) or 1
+        have = [i for i in order if matrix.rows[i].values[j] is not None]
+        have.sort(key=lambda i: sign * matrix.rows[i].values[j], reverse=self.sort_reverse)
+        return have + [i for i in order if matrix.rows[i].values[j] is None]
+
+    def _header(self, j: int, group: str, short: str) -> Text:
+        arrow = ("↓" if self.sort_reverse else "↑") if j == self.sort_column else ""
+        return Text(f"{group}\n{short}{arrow}", justify="right")
+
+    def _fill(self, matrix: results_table.Matrix) -> None:
         table = self.query_one("#board", DataTable)
         keep = None
         if table.row_count:
@@ -118,13 +142,21 @@ class ResultsScreen(PollingScreen):
         table.clear(columns=True)
         table.add_column("id", key="id")
         table.add_column("run", key="run")
-        for j, label in enumerate(matrix.labels()):
-            table.add_column(Text(label, justify="right"), key=f"c{j}")
+        protocols: dict[str, set] = {}
+        for col in matrix.columns:
+            protocols.setdefault(col.benchmark, set()).add(col.protocol)
+        for j, (group, col) in enumerate(zip(matrix.group_labels(), matrix.columns, strict=True)):
+            group = group.split(" (")[0]  # the protocol goes on the second line, with the metric
+            several = col.protocol and len(protocols[col.benchmark]) > 1
+            short = f"{col.protocol.removeprefix('insightface_')} {col.short}" if several else col.short
+            table.add_column(self._header(j, group, short), key=f"c{j}")
         best = matrix.best()
         good = theme_colour(self.app, "text-success")
         # With intervals each run takes two lines: the value (and its significance mark), then [lo, hi].
         height = 2 if matrix.has_uncertainty() else 1
-        for i, (row, label) in enumerate(zip(matrix.rows, matrix.row_labels(), strict=True)):
+        labels = matrix.row_labels()
+        for i in self._order(matrix):
+            row, label = matrix.rows[i], labels[i]
             cells: list[Any] = [Text(str(row.id), justify="right"),
                                 Text(label + (" (baseline)" if row.baseline else ""), no_wrap=True)]
             for j, col in enumerate(matrix.columns):
@@ -150,6 +182,36 @@ class ResultsScreen(PollingScreen):
         self.query_one(StatusBar).set_left(f"results board · {len(matrix.rows)} runs × {len(matrix.columns)} columns")
         # The stand-in mark's legend under the head line whenever a column carries it.
         self.query_one("#results-head", Static).update("\n".join([self._head, *matrix.legend()]))
+
+    def action_cycle_sort(self) -> None:
+        if self.matrix is None or not self.matrix.columns:
+            return
+        n = len(self.matrix.columns)
+        self.sort_column = 0 if self.sort_column is None else (self.sort_column + 1) % n
+        self.sort_reverse = True
+        self._resort()
+
+    def action_reverse_sort(self) -> None:
+        if self.sort_column is not None:
+            self.sort_reverse = not self.sort_reverse
+            self._resort()
+
+    @on(DataTable.HeaderSelected, "#board")
+    def _header_selected(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        if key.startswith("c"):
+            j = int(key[1:])
+            self.sort_reverse = not self.sort_reverse if j == self.sort_column else True
+            self.sort_column = j
+            self._resort()
+
+    def _resort(self) -> None:
+        if self.matrix is not None:
+            self._fill(self.matrix)
+            label = self.matrix.labels()[self.sort_column] if self.sort_column is not None else ""
+            self.query_one(StatusBar).set_left(f"results board · {len(self.matrix.rows)} runs × "
+                                               f"{len(self.matrix.columns)} columns · sort {label}"
+                                               f"{'↓' if self.sort_reverse else '↑'}")
 
     def action_export(self) -> None:
         def chosen(fmt: str | None) -> None:

@@ -22,21 +22,35 @@ FINAL = ("finished", "failed", "killed")
 FILTER_HINT = "/ filter: status=running tag=paper lfw.acc>0.99 min(loss)<1.2 optim.lr=0.1"
 
 
+def missing_db(error: str) -> bool:
+    return "no runs database" in error
+
+
 class RunsScreen(RunActions, PollingScreen):
+    HAS_FILTER = True  # help shows the filter language here
+    # Shown in the footer: what fits 80 columns; the rest are in help (?) and the command palette (ctrl+p).
     BINDINGS = [
         Binding("enter", "open_detail", "Detail"),
         Binding("n", "new_run", "New"),
         Binding("k", "kill", "Kill"),
         Binding("r", "resume", "Resume"),
-        Binding("d", "duplicate", "Duplicate"),
-        Binding("t", "tag", "Tag"),
-        Binding("space", "toggle_select", "Select"),
+        Binding("t", "tag", "Tag", show=False),
         Binding("c", "compare", "Compare"),
         Binding("slash", "focus_filter", "Filter", key_display="/"),
-        Binding("s", "cycle_sort", "Sort"),
         Binding("b", "app.results", "Results"),
-        Binding("q", "app.quit", "Quit"),
+        Binding("q", "quit_app", "Quit"),
+        Binding("d", "duplicate", "Duplicate", show=False),
+        Binding("space", "toggle_select", "Select", show=False),
+        Binding("s", "cycle_sort", "Sort", show=False),
         Binding("S", "reverse_sort", "Reverse sort", show=False),
+        Binding("x", "delete", "Delete", show=False),
+        Binding("u", "restore", "Restore deleted", show=False),
+        Binding("N", "note", "Note", show=False),
+        Binding("less_than_sign", "queue_move(-1)", "Earlier in queue", show=False, key_display="<"),
+        Binding("greater_than_sign", "queue_move(1)", "Later in queue", show=False, key_display=">"),
+        Binding("e", "evaluate_more", "Evaluate on more benchmarks", show=False),
+        Binding("g", "figures", "Figures (lrfr analyze)", show=False),
+        Binding("y", "copy_path", "Copy run directory", show=False),
         Binding("ctrl+a", "select_all", "Select all shown", show=False),
         Binding("escape", "escape", "Clear selection", show=False),
     ]
@@ -63,7 +77,7 @@ class RunsScreen(RunActions, PollingScreen):
         yield RunsTable(now=self.app.now, id="runs")
         yield Static("", id="runs-empty", markup=False)
         yield StatusBar()
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def table(self) -> RunsTable:
@@ -104,15 +118,16 @@ class RunsScreen(RunActions, PollingScreen):
         error_line.set_class(bool(snap.filter_error), "shown")
         empty = self.query_one("#runs-empty", Static)
         if snap.error:
-            if snap.error != self._last_error:
+            # No runs.db yet is no error (the empty screen says how to make one); a damaged one is.
+            if snap.error != self._last_error and not missing_db(snap.error):
                 self.notify(snap.error, title="runs.db", severity="error", markup=False)
             self._last_error = snap.error
             empty.update(f"{snap.error}\n\nPress n to launch a run (it creates the database)."
-                         if "no runs database" in snap.error else snap.error)
+                         if missing_db(snap.error) else snap.error)
             empty.set_class(True, "shown")
             self._update_left()
             return
-        if self._last_error:
+        if self._last_error and not missing_db(self._last_error):
             self.notify("runs.db is readable again", severity="information")
         self._last_error = ""
         self._announce(snap)
@@ -198,6 +213,9 @@ class RunsScreen(RunActions, PollingScreen):
 
     def action_new_run(self) -> None:
         self.app.action_new_run()
+
+    def action_quit_app(self) -> None:
+        self.app.action_quit_checked()
 
     def action_toggle_select(self) -> None:
         run_id = self.table.cursor_run_id

@@ -140,3 +140,29 @@ def delete_runs(db: Path, run_ids: Sequence[int], restore: bool = False, force: 
         return store.set_deleted(list(dict.fromkeys(run_ids)), deleted=not restore, force=force)
     finally:
         store.close()
+
+
+def move_queued(db: Path, run_id: int, delta: int) -> int:
+    """Move a queued run ``delta`` places earlier (negative) or later in the queue; its 1-based place after."""
+    store = _edit_store(db)
+    try:
+        queued = [r.id for r in store.runs_with_status("queued")]
+        if run_id not in queued:
+            raise LrfrError(f"run {run_id} is not queued: only queued runs have a place in the queue")
+        position = max(1, min(len(queued), queued.index(run_id) + 1 + delta))
+        store.move_in_queue(run_id, position)
+        return position
+    finally:
+        store.close()
+
+
+def run_directory(db: Path, run_id: int) -> Path:
+    """Where run ``run_id``'s files are (checkpoint, log, figures): its recorded directory, else runs/<id>."""
+    from lrfr_tui.runsdb import runs_root
+
+    store = Store(db, create=False)
+    try:
+        run = store.get_run(run_id, settle=False)
+    finally:
+        store.close()
+    return Path(run.run_dir) if run.run_dir else runs_root(db) / str(run_id)

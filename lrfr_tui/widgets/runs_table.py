@@ -18,8 +18,9 @@ from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from lrfr_tui import display
 from lrfr_tui.display import short_duration
-from lrfr_tui.tui_models import RunLine
+from lrfr_tui.tui_models import HEADLINE, RunLine
 from lrfr_tui.widgets.sparkline import sparkline
+from lrfr_tui.widgets.tables import Table
 from lrfr_tui.widgets.theme import status_style, theme_colour
 
 SELECTED_MARK = "●"
@@ -29,6 +30,9 @@ def progress_text(line: RunLine) -> str:
     if line.status == "queued":
         return f"#{line.queue_pos} in queue" if line.queue_pos else ""
     total = line.total_steps
+    if line.status == "running" and line.phase is not None:  # evaluating benchmark k of n
+        where = f"{line.phase.get('index', '?')}/{line.phase.get('count', '?')}"
+        return f"ev {where} {short_duration(line.eta_s)}" if line.eta_s is not None else f"eval {where}"
     if line.status == "running":
         if not total:
             return "starting" if not line.step else str(line.step)
@@ -54,6 +58,7 @@ class ColumnSpec:
     text: Callable[[RunLine, float], str]
     sort: Callable[[RunLine], Any]
     justify: str = "left"
+    term: str | None = None  # a result column: the result term it shows (``lowres_lfw.acc@7``)
 
 
 def _result(label: str) -> tuple[Callable[[RunLine, float], str], Callable[[RunLine], Any]]:
@@ -71,7 +76,32 @@ def _result(label: str) -> tuple[Callable[[RunLine, float], str], Callable[[RunL
 
 
 def _name_text(line: RunLine, now: float) -> str:
-    return line.name + (" " + " ".join(f"#{t}" for t in line.tags) if line.tags else "")
+    text = line.name + (f" {line.variant}" if line.variant else "")
+    return text + (" " + " ".join(f"#{t}" for t in line.tags) if line.tags else "")
+
+
+# The paper's headline row (engine registry -> result_keys.headline_results): the benchmark's main number
+# first at narrow widths (LFW and LR@7, then XQLFW, SCface mean, TinyFace rank-1), then the curve, then the rest.
+_TIER_PRIORITY = {0: 3, 2: 8}
+_FIRST = {"lfw.acc": 1, "lowres_lfw.acc@7": 1, "xqlfw.acc": 2}
+
+
+def _result_key(label: str) -> str:
+    return label.lower().replace(" ", "_").replace("@", "")
+
+
+def _priority(term: str, tier: int) -> int:
+    """Tier 0 by _FIRST, else 3; the curve's other resolutions lowest first (4, 5, ...); other metrics last."""
+    if tier == 1:
+        curve = sorted((h for h in HEADLINE if h.tier == 1 and h.term.split("@")[0] == term.split("@")[0]),
+                       key=lambda h: int(h.term.split("@")[1]))
+        return 4 + [h.term for h in curve].index(term)
+    return _FIRST.get(term, _TIER_PRIORITY[tier])
+
+
+def _result_columns() -> tuple[ColumnSpec, ...]:
+    return tuple(ColumnSpec(_result_key(h.label), h.label, max(5, len(h.label)), _priority(h.term, h.tier),
+                            *_result(h.term), "right", term=h.term) for h in HEADLINE)
 
 
 COLUMNS: tuple[ColumnSpec, ...] = (
@@ -82,27 +112,27 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("status", "status", 8, 0, lambda line, now: line.status, lambda line: line.status),
     ColumnSpec("progress", "progress", 11, 0, lambda line, now: progress_text(line), _progress_key),
     ColumnSpec("gpus", "GPUs", 5, 5, lambda line, now: line.gpus, lambda line: line.gpus),
-    ColumnSpec("lfw", "LFW", 6, 1, *_result("lfw.acc"), "right"),
-    ColumnSpec("lr7", "LR@7", 6, 1, *_result("lowres_lfw.acc@7"), "right"),
-    ColumnSpec("xqlfw", "XQLFW", 6, 3, *_result("xqlfw.acc"), "right"),
-    ColumnSpec("scface", "SCf", 6, 4, *_result("scface.rank1_mean"), "right"),
-    ColumnSpec("loss", "loss", 10, 2, lambda line, now: sparkline(line.spark, 10),
+    *_result_columns(),
+    ColumnSpec("loss", "loss", 10, 3, lambda line, now: sparkline(line.spark, 10),
                lambda line: line.spark[-1] if line.spark else math.inf),
     ColumnSpec("age", "age", 4, 1, lambda line, now: short_duration(now - line.created), lambda line: -line.created,
                "right"),
 )
 SPECS = {c.key: c for c in COLUMNS}
-DESCENDING_FIRST = ("id", "lfw", "lr7", "xqlfw", "scface", "progress")
-NAME_MIN, NAME_MAX = 10, 40
+DESCENDING_FIRST = ("id", "progress", *(c.key for c in COLUMNS if c.term))
+NAME_MIN, NAME_MAX = 16, 40
 SCROLLBAR = 2
 
 
-def fit_columns(width: int, padding: int = 1) -> tuple[list[ColumnSpec], int]:
-    """The columns that fit ``width`` cells (in display order) and the name column's width."""
+def fit_columns(width: int, padding: int = 1, present: set[str] | None = None) -> tuple[list[ColumnSpec], int]:
+    """The columns that fit ``width`` cells (in display order) and the name column's width. ``present``: the
+    result terms some shown run has (None: all); a result column nobody has takes no room."""
     budget = width - SCROLLBAR
     chosen: list[ColumnSpec] = []
     used = 0
     for spec in sorted(COLUMNS, key=lambda c: c.priority):
+        if spec.term and present is not None and spec.term not in present:
+            continue
         cost = (NAME_MIN if spec.key == "name" else spec.width) + 2 * padding
         if spec.priority > 0 and used + cost > budget:
             continue
@@ -113,7 +143,7 @@ def fit_columns(width: int, padding: int = 1) -> tuple[list[ColumnSpec], int]:
     return order, name_width
 
 
-class RunsTable(DataTable):
+class RunsTable(Table):
     """Rows keyed by run id; ``apply`` diffs a new snapshot into the table."""
 
     DEFAULT_CSS = """
@@ -131,6 +161,7 @@ class RunsTable(DataTable):
         self._columns: list[ColumnSpec] = []
         self._name_width = NAME_MIN
         self._shown: dict[int, dict[str, str]] = {}
+        self._present: set[str] | None = None
 
     # ------------------------------------------------------------ layout
 
@@ -141,7 +172,7 @@ class RunsTable(DataTable):
         self.layout_columns(self.size.width)
 
     def layout_columns(self, width: int) -> None:
-        columns, name_width = fit_columns(width, self.cell_padding)
+        columns, name_width = fit_columns(width, self.cell_padding, self._present)
         if [c.key for c in columns] == [c.key for c in self._columns] and name_width == self._name_width:
             return
         self._columns, self._name_width = columns, name_width
@@ -172,6 +203,16 @@ class RunsTable(DataTable):
         """Show exactly ``lines``: update changed cells, add new rows, drop vanished ones."""
         keep = self.cursor_run_id
         new = {line.id: line for line in lines}
+        present = {term for line in lines for term in line.results}
+        if present != self._present:  # results appeared (or went): the columns are chosen again
+            self._present = present
+            columns, name_width = fit_columns(self.size.width, self.cell_padding, present)
+            if [c.key for c in columns] != [c.key for c in self._columns] or name_width != self._name_width:
+                self._columns, self._name_width = columns, name_width
+                self.lines, self.order = dict(new), [line.id for line in lines]
+                self.redraw()
+                self.move_to_run(keep)
+                return
         now = self.now()
         resort = False
         for run_id in [i for i in self._shown if i not in new]:
@@ -226,9 +267,12 @@ class RunsTable(DataTable):
             style = status_style(self.app, line.status)
         elif spec.key == "sel":
             style = theme_colour(self.app, "text-accent")
-        elif spec.key == "name" and line.tags:
+        elif spec.key == "name" and (line.tags or line.variant):
             cell = Text(line.name, no_wrap=True, overflow="ellipsis")
-            cell.append(" " + " ".join(f"#{t}" for t in line.tags), style="dim")
+            if line.variant:
+                cell.append(f" {line.variant}", style=theme_colour(self.app, "text-accent"))
+            if line.tags:
+                cell.append(" " + " ".join(f"#{t}" for t in line.tags), style="dim")
             return cell
         elif spec.key in ("age", "gpus", "preset"):
             style = "dim"
