@@ -132,7 +132,7 @@ def test_exported_programs_evaluate_like_the_module(micro_config, micro_model, t
     run_benchmarks(micro_model, micro_config, "cpu", reference)
     for name in ("m.pt2", "m.ts"):
         rec = Results()
-        run_benchmarks(load_external_model(tmp_path / name), micro_config, "cpu", rec)
+        run_benchmarks(load_external_model(tmp_path / name, input_size=micro_config.model.input_size), micro_config, "cpu", rec)
         key = ("lfw", "insightface_10fold", "acc", None)
         assert rec.rows[key] == pytest.approx(reference.rows[key], abs=1e-6), name
 
