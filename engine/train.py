@@ -34,6 +34,7 @@ from engine import checkpoint as ckpt
 from engine.augment import ResolutionSampler, degrade, make_pair, random_hflip
 from engine.config import RunConfig, to_dict
 from engine.data.feed import epoch_batches
+from engine.data.loader import STOP_SIGNALS
 from engine.errors import ConfigError, TrainingDiverged
 from engine.losses import build_distance_loss, build_head
 from engine.models import get_model
@@ -198,9 +199,11 @@ class StopFlag:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.reason = ""
+        self.requests: list[str] = []  # every reason given, in order (a kill and a time limit may both come)
 
     def request(self, reason: str) -> None:
         self.reason = reason
+        self.requests.append(reason)
         self.event.set()
 
     def __bool__(self) -> bool:
@@ -209,7 +212,7 @@ class StopFlag:
 
 @contextmanager
 def stop_on_signals(flag: StopFlag):
-    """Route SIGTERM and SIGINT to ``flag`` while training (main thread only)."""
+    """Route SIGTERM, SIGINT and SIGUSR1 (``STOP_SIGNALS``) to ``flag`` while training (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -218,7 +221,7 @@ def stop_on_signals(flag: StopFlag):
     def handler(signum, _frame):
         flag.request(signal.Signals(signum).name)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         previous[sig] = signal.signal(sig, handler)
     try:
         yield

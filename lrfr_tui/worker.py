@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -29,10 +30,14 @@ from engine.reporting import MultiReporter, Reporter
 from lrfr_tui.run_writer import HEARTBEAT_S, RunWriter
 from lrfr_tui.runsdb import PENDING_FILE, Store, StoreError, runs_root
 
-EXIT_OK, EXIT_FAILED, EXIT_DIVERGED = 0, 1, 2  # 3 = killed after a checkpoint (engine.train.EXIT_INTERRUPTED)
+EXIT_OK, EXIT_FAILED, EXIT_DIVERGED = 0, 1, 2
+EXIT_INTERRUPTED_CODE = 3  # killed after a checkpoint (engine.train.EXIT_INTERRUPTED, without importing torch)
 # The run ended but runs.db refused its final writes for FINAL_WRITE_WAIT_S (locked, disk full):
 # what it could not write is in runs/<id>/pending.jsonl, which the next reader of the run applies.
 EXIT_STORE_UNAVAILABLE = 4
+# Slurm's time limit was near: the run checkpointed and its job was requeued; it resumes there, still running.
+EXIT_REQUEUED = 5
+TIME_LIMIT_SIGNAL = "SIGUSR1"  # what the Slurm launcher asks for before the time limit of a requeueing job
 # Set by the launchers: the run was started by a scheduler, which tracks its process itself.
 SCHEDULED_ENV = "LRFR_SCHEDULED"
 CHECKPOINT_SYNC_S = 10.0  # how long a checkpoint waits for the metric points before it to be stored
@@ -186,7 +191,7 @@ def interrupt_on_stop_signals():
     def handler(signum, _frame):
         raise StopRequested(signal.Signals(signum).name)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     try:
         yield
     finally:
@@ -266,6 +271,24 @@ class RunSession:
         self.writer.put("ended", status, code, reason, time.time())
         return self.close(status, code)
 
+    def requeue(self, job_id: str, what: str) -> int:
+        """Slurm's pre-timeout signal, after the checkpoint: requeue the job (the run stays running and
+        resumes in it); if Slurm refuses, the run ends killed as on any stop."""
+        self.reporter.event("requeue", f"{what}; Slurm job {job_id} is requeued and the run resumes in it",
+                            job_id=job_id)
+        self.writer.sync(CHECKPOINT_SYNC_S)
+        # The requeue ends this job's processes (SIGTERM, then SIGKILL): the writes are closed first.
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            out = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+            problem = None if out.returncode == 0 else (out.stderr.strip() or f"scontrol exit {out.returncode}")
+        except (OSError, subprocess.SubprocessError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:
+            signal.signal(signal.SIGTERM, previous)
+            return self.finish("killed", EXIT_INTERRUPTED_CODE, f"{what}; the job could not be requeued: {problem}")
+        return self.close("running", EXIT_REQUEUED)
+
     def close(self, status: str, code: int) -> int:
         written = self.writer.close()
         if not written:
@@ -320,6 +343,15 @@ def _train_other_rank(run: Any, run_dir: Path, stop) -> int:
     return EXIT_OK
 
 
+def _requeue_job(run: Any, stop, reason: str) -> str | None:
+    """The Slurm job to requeue: when the stop is the time-limit signal alone, in a job of a run that asks."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or not run.config.get("launch", {}).get("slurm_requeue"):
+        return None
+    reasons = {reason, *getattr(stop, "requests", ())}
+    return job if TIME_LIMIT_SIGNAL in reasons and not reasons & {"SIGTERM", "SIGINT"} else None
+
+
 def _train_and_evaluate(session: RunSession, run: Any, run_dir: Path, db: Path, stop) -> int:
     from engine.evaluate import run_benchmarks
     from engine.train import EXIT_INTERRUPTED, StopFlag, TrainingInterrupted, train
@@ -334,8 +366,14 @@ def _train_and_evaluate(session: RunSession, run: Any, run_dir: Path, db: Path, 
             run_benchmarks(result.backbone, cfg, result.device, session.reporter, run_dir)
         return session.finish("finished", EXIT_OK)
     except TrainingInterrupted as exc:
+        job = _requeue_job(run, stop, exc.reason)
+        if job is not None:
+            return session.requeue(job, str(exc))
         return session.finish("killed", EXIT_INTERRUPTED, str(exc))
     except StopRequested as exc:
+        job = _requeue_job(run, stop, str(exc))
+        if job is not None:
+            return session.requeue(job, f"stopped ({exc}) during evaluation")
         where = (f"during evaluation; the trained weights are in {result.checkpoint}: resume to evaluate them"
                  if result is not None else "before training began")
         return session.finish("killed", EXIT_INTERRUPTED, f"stopped ({exc}) {where}")

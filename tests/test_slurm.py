@@ -294,6 +294,36 @@ def test_two_task_job_runs_the_per_node_commands_and_a_kill_stops_both_nodes(slu
     sched.store.close()
 
 
+def test_time_limit_signal_checkpoints_requeues_and_resumes_as_the_same_run(slurm_cluster, tmp_path):
+    """``--signal=USR1@S --requeue``: the worker checkpoints on SIGUSR1 and requeues its job, which resumes the
+    run. The signal is sent with ``scancel --signal=USR1`` (what Slurm sends S seconds before the limit)."""
+    from lrfr_tui.scheduler import Scheduler
+
+    db = tmp_path / "runs.db"
+    total = 30
+    run_id = _queue(db, ["launch.slurm_requeue=true", f"schedule.max_steps={total}", "schedule.epochs=20",
+                         "eval.benchmarks=[lfw]"])
+    sched = Scheduler(db, discover=lambda: [])
+    try:
+        running = _drive(sched, run_id, lambda r: r.is_final or r.step >= 3, 300, "the run to be training")
+        assert running.status == "running", running.failure_reason
+        job = running.job_id
+        subprocess.run(["scancel", "--signal=USR1", job], check=True, capture_output=True, timeout=30)
+        run = _drive(sched, run_id, lambda r: r.is_final, 600, "the requeued run to end")
+    finally:
+        _cancel_all(sched, run_id)
+    log = Path(run.log_path).read_text()
+    assert run.status == "finished", f"{run.failure_reason}\n{log[-3000:]}"
+    assert run.job_id == job  # the same job, requeued, not a new submission
+    kinds = [k for (k,) in sched.store.conn.execute("SELECT kind FROM events WHERE run_id=? ORDER BY wall",
+                                                     (run_id,))]
+    assert kinds.count("requeue") == 1 and kinds.count("resume") == 1
+    assert kinds.index("requeue") < kinds.index("resume")
+    assert [s for s, _ in sched.store.metric_series(run_id, "loss")] == list(range(1, total + 1))
+    assert log.count(f"slurm job {job} on ") == 2  # two starts of one job
+    sched.store.close()
+
+
 def test_multi_node_and_requeue_parameters_and_per_node_commands(tmp_path):
     """What a 2-node job and a requeueing job are submitted as, and each node's command (no cluster needed)."""
     from lrfr_tui.launchers.slurm import SlurmLauncher, rendezvous_port, task_command

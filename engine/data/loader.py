@@ -16,7 +16,8 @@ from contextlib import contextmanager
 
 from torch.utils.data import DataLoader
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGUSR1: Slurm's pre-timeout signal of a job that requeues itself (lrfr_tui/launchers/slurm.py).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 def ignore_stop_signals(_worker_id: int = 0) -> None:
