@@ -288,6 +288,14 @@ def test_detail_and_compare_screens_show_marks_and_intervals(group_db):
             await until(pilot, lambda: isinstance(app.screen, DetailScreen)
                         and app.screen.query_one("#results-table").row_count > 0)
             table = app.screen.query_one("#results-table")
+            # The headline view: one row per benchmark, LFW's one number with its interval.
+            lfw_row = next(table.get_row_at(i) for i in range(table.row_count)
+                           if str(table.get_row_at(i)[0]) == "LFW\u2020")
+            assert "[96.33, 99.33]" in str(lfw_row[2])
+            # Every stored number (key a), the interval in a column of its own.
+            await pilot.press("a")
+            await until(pilot, lambda: len(app.screen.query_one("#results-table").columns) == 6)
+            table = app.screen.query_one("#results-table")
             acc = next(table.get_row_at(i) for i in range(table.row_count) if str(table.get_row_at(i)[2]) == "acc")
             assert str(acc[0]) == "lfw\u2020" and str(acc[5]) == "[96.33, 99.33]"
             assert "synthetic stand-in" in str(app.screen.query_one("#results-legend").render())
