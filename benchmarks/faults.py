@@ -50,6 +50,10 @@ class Outcome:
     detail: str = ""
 
 
+def _interactive_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class Lab:
     """A directory with a runs.db, and `lrfr` run against it as a user would."""
@@ -73,8 +77,11 @@ class Lab:
                               env={**self.env, **(env or {})})
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        # The scenarios stop a started process with SIGINT, as Ctrl-C would. A shell that runs this
+        # harness in the background (`nohup ... &`) starts it with SIGINT ignored, which the child would
+        # inherit: give it the default disposition a terminal's foreground process has.
         return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=self.root, env={**self.env, **(env or {})})
+                                cwd=self.root, env={**self.env, **(env or {})}, preexec_fn=_interactive_signals)
 
     def sets(self, *overrides: str) -> list[str]:
         return [a for o in (*MICRO, *overrides) for a in ("--set", o)]
