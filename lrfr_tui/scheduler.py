@@ -30,7 +30,7 @@ from engine.config import LaunchConfig
 from engine.errors import LrfrError
 from lrfr_tui.gpus import GpuDiscovery, GpuDiscoveryError, discover_gpus
 from lrfr_tui.journal import journaled, write_spec
-from lrfr_tui.launchers import Handle, Launcher, LaunchRequest, LocalLauncher
+from lrfr_tui.launchers import Handle, Launcher, LaunchRequest, get_launcher
 from lrfr_tui.launchers.local import pid_is_worker, terminate_then_kill
 from lrfr_tui.liveness import STALE_HEARTBEAT_S, death_reason, heartbeat_stale
 from lrfr_tui.runsdb import Run, Store, journal_ingest, runs_root
@@ -131,14 +131,10 @@ class Scheduler:
     # ------------------------------------------------------------ launchers
 
     def launcher(self, name: str) -> Launcher:
+        """One launcher per kind for this scheduler (a run's "torchrun" or "foreground" starts locally)."""
         key = "slurm" if name == "slurm" else "local"
         if key not in self.launchers:
-            if key == "slurm":
-                from lrfr_tui.launchers.slurm import SlurmLauncher
-
-                self.launchers[key] = SlurmLauncher()
-            else:
-                self.launchers[key] = LocalLauncher()
+            self.launchers[key] = get_launcher(key)
         return self.launchers[key]
 
     def _say(self, text: str) -> None:
