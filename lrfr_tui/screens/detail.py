@@ -242,7 +242,9 @@ class DetailScreen(RunActions, PollingScreen):
         if run.get("failure_reason") and run["status"] in ("failed", "killed"):
             reason = run["failure_reason"].splitlines()[0]
             lines.append(Text(reason, style=status_style(self.app, "failed"), no_wrap=True, overflow="ellipsis"))
-        self.query_one("#detail-head", Static).update(Text("\n").join(lines))
+        joined = Text("\n").join(lines)
+        joined.no_wrap, joined.overflow = True, "ellipsis"  # one line each, cut at the edge, never wrapped
+        self.query_one("#detail-head", Static).update(joined)
 
     def _show_curves(self, snap: DetailSnapshot) -> None:
         curves = snap.curves
