@@ -278,13 +278,18 @@ def _fill_params_tags_and_key_results(conn: sqlite3.Connection, out: list[RunRow
             row.values[term.label] = decode_param(raw.get(row.id))
     tags = run_tags(conn, ids)
     results = latest_results(conn, ids)
-    key_terms = [parse_term(k) for k in key_results]
+    key_terms = [(term, term.label) for term in map(parse_term, key_results)]
     for row in out:
         row.tags = tags.get(row.id, [])
-        for term in key_terms:
-            value = pick(results.get(row.id, {}), term)
+        # Each term only looks at the run's results of its benchmark and metric (what pick matches first).
+        by_metric: dict[tuple[str, str], dict] = {}
+        for key, value in results.get(row.id, {}).items():
+            by_metric.setdefault((key[0], key[2]), {})[key] = value
+        for term, label in key_terms:
+            candidates = by_metric.get((term.benchmark, term.name))
+            value = pick(candidates, term) if candidates else None
             if value is not None:
-                row.results[term.label] = value
+                row.results[label] = value
 
 
 def _check_params(conn: sqlite3.Connection, terms: Iterable[Term]) -> None:
