@@ -152,7 +152,19 @@ def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: 
     Raises ``BenchmarksFailed`` after the last benchmark if any failed (see the module docstring), or,
     with a single benchmark, its error; any other exception (a bug, a stop request) ends the evaluation
     at once.
+
+    torch runs with ``train.threads`` intra-op threads meanwhile (0: every core this process may use, as
+    nothing here starts loader workers; ``engine.threads``), and with the caller's count again afterwards.
     """
+    from engine.threads import resolve_threads, torch_threads
+
+    with torch_threads(resolve_threads(cfg.train.threads, loader_workers=0)):
+        _run_benchmarks(model, cfg, device, reporter, run_dir)
+
+
+def _run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: Reporter,
+                    run_dir: Path | None) -> None:
+    """``run_benchmarks``' body, in its thread count."""
     import torch
 
     from engine.evaluate.benchmarks import BENCHMARKS, EvalContext
