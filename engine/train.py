@@ -36,6 +36,7 @@ from engine.config import RunConfig, to_dict
 from engine.data.feed import epoch_batches
 from engine.errors import ConfigError, TrainingDiverged
 from engine.losses import build_distance_loss, build_head
+from engine.memory import release_free_memory
 from engine.models import get_model
 from engine.reporting import Reporter
 from engine.schedule import lr_at
@@ -245,11 +246,16 @@ def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resum
     ``single_process`` ignores torchrun's environment (fine-tuning inside rank 0's evaluation).
 
     torch runs with ``train.threads`` intra-op threads meanwhile (0: the cores the loader workers leave;
-    ``engine.threads``), and with the caller's count again afterwards.
+    ``engine.threads``), and with the caller's count again afterwards. The heap space the training freed is
+    given back to the system when it returns (``engine.memory``).
     """
-    with torch_threads(resolve_threads(cfg.train.threads, cfg.data.num_workers,
-                                       processes=1 if single_process else None)):
-        return _train(cfg, Path(run_dir), reporter, resume, stop, dataset, init_backbone, single_process, run_uuid)
+    try:
+        with torch_threads(resolve_threads(cfg.train.threads, cfg.data.num_workers,
+                                           processes=1 if single_process else None)):
+            return _train(cfg, Path(run_dir), reporter, resume, stop, dataset, init_backbone, single_process,
+                          run_uuid)
+    finally:
+        release_free_memory()  # the activations' heap space, held otherwise through the evaluation
 
 
 def _train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None, resume: bool, stop: StopFlag | None,

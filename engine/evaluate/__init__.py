@@ -156,10 +156,14 @@ def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: 
     torch runs with ``train.threads`` intra-op threads meanwhile (0: every core this process may use, as
     nothing here starts loader workers; ``engine.threads``), and with the caller's count again afterwards.
     """
+    from engine.memory import release_free_memory
     from engine.threads import resolve_threads, torch_threads
 
-    with torch_threads(resolve_threads(cfg.train.threads, loader_workers=0)):
-        _run_benchmarks(model, cfg, device, reporter, run_dir)
+    try:
+        with torch_threads(resolve_threads(cfg.train.threads, loader_workers=0)):
+            _run_benchmarks(model, cfg, device, reporter, run_dir)
+    finally:
+        release_free_memory()
 
 
 def _run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: Reporter,
@@ -169,6 +173,7 @@ def _run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter:
 
     from engine.evaluate.benchmarks import BENCHMARKS, EvalContext
     from engine.evaluate.embeddings import as_embed_fn
+    from engine.memory import release_free_memory
 
     device = torch.device(device)
     if isinstance(model, torch.nn.Module):
@@ -182,6 +187,7 @@ def _run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter:
     succeeded: list[str] = []
     for spec in specs:
         name = spec.name
+        release_free_memory()  # what the previous benchmark (or the training) freed, back to the system
         reporter.event("evaluate", f"evaluating {name}", benchmark=name)
         ctx = base
         if spec.dataset is not None:
