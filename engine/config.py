@@ -164,6 +164,10 @@ class TrainConfig:
     checkpoint_every_epochs: int = setting(1, AtLeast(1))
     # torch.compile the Siamese module (backbone + head + distance loss); off until measured per setup.
     compile: bool = False
+    # torch's intra-op threads in training and in its evaluation (at most the cores this process may use);
+    # 0 = auto: those cores (per process on the node) minus the DataLoader workers, at least 1
+    # (engine/threads.py).
+    threads: int = setting(0, AtLeast(0, "0 = auto"))
 
 
 def _check_device_here(cfg: RunConfig) -> None:

@@ -37,11 +37,13 @@ from engine.data.feed import epoch_batches
 from engine.data.loader import STOP_SIGNALS
 from engine.errors import ConfigError, TrainingDiverged
 from engine.losses import build_distance_loss, build_head
+from engine.memory import release_free_memory
 from engine.models import get_model
 from engine.reporting import Reporter
 from engine.schedule import lr_at
 from engine.sources import build_train_dataset
 from engine.speed import DeviceMetrics, build_sgd, compile_module
+from engine.threads import resolve_threads, torch_threads
 
 # A worker that stopped on SIGTERM/SIGINT after writing its checkpoint exits with this code, so a
 # launcher can tell "killed cleanly, resumable" from a crash (1) or a divergence (2).
@@ -245,7 +247,24 @@ def train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None = None, resum
     ``dataset`` replaces the one ``cfg.data`` names (benchmark fine-tuning trains on a split of
     the benchmark); ``init_backbone`` starts from trained weights instead of a fresh init;
     ``single_process`` ignores torchrun's environment (fine-tuning inside rank 0's evaluation).
+
+    torch runs with ``train.threads`` intra-op threads meanwhile (0: the cores the loader workers leave;
+    ``engine.threads``), and with the caller's count again afterwards. The heap space the training freed is
+    given back to the system when it returns (``engine.memory``).
     """
+    try:
+        with torch_threads(resolve_threads(cfg.train.threads, cfg.data.num_workers,
+                                           processes=1 if single_process else None)):
+            return _train(cfg, Path(run_dir), reporter, resume, stop, dataset, init_backbone, single_process,
+                          run_uuid)
+    finally:
+        release_free_memory()  # the activations' heap space, held otherwise through the evaluation
+
+
+def _train(cfg: RunConfig, run_dir: Path, reporter: Reporter | None, resume: bool, stop: StopFlag | None,
+           dataset: Dataset | None, init_backbone: dict[str, Tensor] | None, single_process: bool,
+           run_uuid: str | None) -> TrainResult:
+    """``train``'s body, in its thread count."""
     reporter = reporter if reporter is not None else Reporter()
     stop = stop if stop is not None else StopFlag()
     env = DistEnv() if single_process else dist_env()

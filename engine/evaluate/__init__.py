@@ -183,11 +183,28 @@ def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: 
     Raises ``BenchmarksFailed`` after the last benchmark if any failed (see the module docstring), or,
     with a single benchmark, its error; any other exception (a bug, a stop request) ends the evaluation
     at once.
+
+    torch runs with ``train.threads`` intra-op threads meanwhile (0: every core this process may use, as
+    nothing here starts loader workers; ``engine.threads``), and with the caller's count again afterwards.
     """
+    from engine.memory import release_free_memory
+    from engine.threads import resolve_threads, torch_threads
+
+    try:
+        with torch_threads(resolve_threads(cfg.train.threads, loader_workers=0)):
+            _run_benchmarks(model, cfg, device, reporter, run_dir)
+    finally:
+        release_free_memory()
+
+
+def _run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: Reporter,
+                    run_dir: Path | None) -> None:
+    """``run_benchmarks``' body, in its thread count."""
     import torch
 
     from engine.evaluate.benchmarks import BENCHMARKS, EvalContext
     from engine.evaluate.embeddings import as_embed_fn, embed_progress
+    from engine.memory import release_free_memory
 
     device = torch.device(device)
     if isinstance(model, torch.nn.Module):
@@ -201,6 +218,7 @@ def run_benchmarks(model, cfg: RunConfig, device: torch.device | str, reporter: 
     succeeded: list[str] = []
     for index, spec in enumerate(specs, 1):
         name = spec.name
+        release_free_memory()  # what the previous benchmark (or the training) freed, back to the system
         reporter.event("evaluate", f"evaluating {name} ({index} of {len(specs)})", benchmark=name, index=index,
                        count=len(specs))
         ctx = base
