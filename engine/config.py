@@ -158,7 +158,8 @@ class ScheduleConfig:
 class TrainConfig:
     seed: int = 0
     device: str = setting("auto", FullMatch(_DEVICE_RE, "use auto, cpu, cuda or cuda:N"))
-    amp: str = setting("auto", OneOf(("auto", "off", "bf16", "fp16")))  # auto: bf16 on CUDA, off on CPU
+    # auto: bf16 on CUDA and on CPUs with bf16 instructions (AVX512-BF16/AMX), fp32 on other CPUs.
+    amp: str = setting("auto", OneOf(("auto", "off", "bf16", "fp16")))
     channels_last: bool = True
     log_every: int = setting(20, AtLeast(1))
     checkpoint_every_epochs: int = setting(1, AtLeast(1))
