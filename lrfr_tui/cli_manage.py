@@ -60,7 +60,9 @@ def worker(until_empty: Annotated[bool, typer.Option(
     from lrfr_tui.runsdb import db_path
     from lrfr_tui.scheduler import Scheduler
 
-    sched = Scheduler(db_path(db), discover=discovery_from_env(), on_event=lambda t: err.print(t))
+    # One line per event, as written (a log piped to a file is read with grep: no wrapping, no markup).
+    sched = Scheduler(db_path(db), discover=discovery_from_env(),
+                      on_event=lambda t: err.print(t, soft_wrap=True, markup=False, highlight=False))
     sched.acquire()
     free, has_gpus = sched.free_gpus()
     err.print(f"driving the queue of {sched.db} ({len(free)} free GPUs)" if has_gpus

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from engine.config import LaunchConfig
 from engine.errors import LrfrError
+from lrfr_tui.display import human_duration
 from lrfr_tui.gpus import GpuDiscovery, GpuDiscoveryError, discover_gpus
 from lrfr_tui.journal import journaled, write_spec
 from lrfr_tui.launchers import Handle, Launcher, LaunchRequest, get_launcher
@@ -86,6 +87,9 @@ class Scheduler:
         self.host = socket.gethostname()
         self._lock_fhs: list = []
         self._problems: dict[int, str] = {}  # run -> the journal problem last reported
+        self._running: set[int] = set()  # runs running at the end of the previous pass (to tell who ended)
+        self._announced: set[int] = set()  # ended runs already said (reconcile says its own)
+        self._cpu_holder: int | None = None  # the local run the queue was last said to wait for
 
     # ------------------------------------------------------------ single scheduler per db
 
@@ -147,7 +151,30 @@ class Scheduler:
         """Ingest journals, reconcile, then launch what fits. Returns the ids of the runs started in this pass."""
         self.ingest()
         self.reconcile()
-        return self.launch()
+        self.announce_ended()
+        started = self.launch()
+        self._running = {run.id for run in self.store.runs_with_status("running")}
+        return started
+
+    def announce_ended(self) -> list[int]:
+        """Say which runs seen running in the previous pass have ended since (however they ended: by
+        themselves, killed from elsewhere, or settled by reconcile), each once. Returns their ids."""
+        now_running = {run.id for run in self.store.runs_with_status("running")}
+        ended = sorted(self._running - now_running)
+        for run_id in ended:
+            if run_id in self._announced:
+                continue
+            try:
+                run = self.store.get_run(run_id, settle=False)
+            except LrfrError:
+                continue  # removed meanwhile (lrfr rm)
+            if not run.is_final:
+                continue  # re-queued (a Slurm requeue, a resume): it has not ended
+            took = human_duration(run.ended - run.started) if run.ended and run.started else "?"
+            why = f": {run.failure_reason}" if run.status == "failed" and run.failure_reason else ""
+            self._say(f"run {run.id} ({run.name}) {run.status} after {took}{why}; lrfr show {run.id}")
+            self._announced.add(run_id)
+        return ended
 
     def ingest(self) -> int:
         """Apply the new records of every running journaled run's journal; how many were applied."""
@@ -193,6 +220,7 @@ class Scheduler:
             settled = self.store.settle_dead(run, death_reason(run, why))
             if settled.is_final:
                 ended.append(run.id)
+                self._announced.add(run.id)
                 self._say(f"run {run.id} {settled.status}: its process is gone")
         return ended
 
@@ -219,6 +247,7 @@ class Scheduler:
         local_running = [r for r in self.store.runs_with_status("running") if r.launcher != "slurm"
                          and r.host == self.host]
         cpu_busy = bool(local_running) and not has_gpus
+        self._say_who_holds_the_cpu(local_running[0] if cpu_busy else None, queued)
         for run in queued:
             launch = LaunchConfig(**{k: v for k, v in run.config.get("launch", {}).items()})
             if launch.launcher == "slurm":
@@ -239,6 +268,19 @@ class Scheduler:
             if self._start(run, take, "torchrun" if need > 1 else "local"):
                 started.append(run.id)
         return started
+
+    def _say_who_holds_the_cpu(self, holder: Run | None, queued: list[Run]) -> None:
+        """Once per holder: the queue waits because a run (perhaps a foreground `lrfr run` in another
+        terminal) already trains on this GPU-less machine."""
+        if holder is None or holder.id == self._cpu_holder:
+            self._cpu_holder = holder.id if holder else None
+            return
+        self._cpu_holder = holder.id
+        how = "in the foreground (lrfr run)" if holder.launcher == "foreground" else f"via {holder.launcher}"
+        local_queue = [r for r in queued if LaunchConfig(**r.config.get("launch", {})).launcher != "slurm"]
+        if local_queue:
+            self._say(f"run {holder.id} ({holder.name}) holds the CPU, started {how}: {len(local_queue)} queued "
+                      f"run(s) start when it ends")
 
     def _start(self, run: Run, gpus: list[int], launcher_name: str) -> bool:
         launch = LaunchConfig(**run.config.get("launch", {}))
