@@ -140,6 +140,28 @@ def test_evaluation_phase_shows_in_the_table_and_the_detail_header(db):
     run(body())
 
 
+def test_detail_header_keeps_one_line_per_fact_at_80_columns(db):
+    """An evaluating run's first header line is longer than 80 columns: it is cut at the edge, and its tail
+    never wraps onto the next line (where the preset/host line belongs)."""
+    _evaluating(db, 4)
+
+    async def body():
+        app = make_app(db)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot, RunsScreen)
+            app.screen.table.move_to_run(4)
+            await pilot.press("enter")
+            await loaded(pilot, DetailScreen)
+            await pilot.pause()
+            head = app.screen.query_one("#detail-head")
+            lines = [strip.text.rstrip() for strip in head.render_lines(head.content_region.reset_offset)]
+            lines = [line for line in lines if line]
+            assert len(lines) == 2, lines
+            assert lines[0].lstrip().startswith("run 4 ") and "evaluating xqlfw" in lines[0], lines
+            assert lines[1].lstrip().startswith("preset "), lines
+    run(body())
+
+
 def test_a_resumed_run_measures_its_eta_from_its_own_attempt(db):
     """Run 4's points span NOW-60..NOW at 5 steps/s; a resume 30 s ago that logged steps 150..300 at 10 steps/s
     (the last 20 points) is measured over those only."""
