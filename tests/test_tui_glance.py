@@ -112,6 +112,14 @@ def test_the_worker_stores_the_evaluation_phase_the_engine_reports(tmp_path):
     assert stored["images"] == evals[-1]["images"] and stored["wall"] > 0
 
 
+async def open_detail(pilot, run_id: int, loads: int = 1) -> None:
+    """From the runs screen, as a user does: cursor on the run, enter, wait for its detail to load."""
+    await loaded(pilot, RunsScreen)
+    pilot.app.screen.table.move_to_run(run_id)
+    await pilot.press("enter")
+    await loaded(pilot, DetailScreen, loads)
+
+
 def _evaluating(db: Path, run_id: int) -> None:
     """Run ``run_id`` (running) is evaluating benchmark 2 of 5, through the worker's own write (Store.apply_ops)."""
     store = Store(db)
@@ -148,10 +156,7 @@ def test_detail_header_keeps_one_line_per_fact_at_80_columns(db):
     async def body():
         app = make_app(db)
         async with app.run_test(size=(80, 24)) as pilot:
-            await loaded(pilot, RunsScreen)
-            app.screen.table.move_to_run(4)
-            await pilot.press("enter")
-            await loaded(pilot, DetailScreen)
+            await open_detail(pilot, 4)
             await pilot.pause()
             head = app.screen.query_one("#detail-head")
             lines = [strip.text.rstrip() for strip in head.render_lines(head.content_region.reset_offset)]
@@ -310,10 +315,7 @@ def test_plots_keep_the_legend_off_the_curves_and_use_a_categorical_resolution_a
     async def body():
         app = make_app(db)
         async with app.run_test(size=(120, 36)) as pilot:
-            await loaded(pilot, RunsScreen)
-            app.screen.table.move_to_run(2)
-            await pilot.press("enter")
-            await loaded(pilot, DetailScreen, 2)
+            await open_detail(pilot, 2, loads=2)
             loss = app.screen.query_one("#plot-loss", CurvePlot)
             await wait_for(pilot, lambda: loss.points > 0, what="the loss curve")
             assert "loss_cls" in str(loss.border_title) and "━" in str(loss.border_title)
