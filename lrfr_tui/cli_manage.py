@@ -60,9 +60,12 @@ def worker(until_empty: Annotated[bool, typer.Option(
     from lrfr_tui.runsdb import db_path
     from lrfr_tui.scheduler import Scheduler
 
-    # One line per event, as written (a log piped to a file is read with grep: no wrapping, no markup).
-    sched = Scheduler(db_path(db), discover=discovery_from_env(),
-                      on_event=lambda t: err.print(t, soft_wrap=True, markup=False, highlight=False))
+    def say(text: str) -> None:
+        # One line per event, as written (a log piped to a file is read with grep: no wrapping, no markup).
+        err.print(text, soft_wrap=True, markup=False, highlight=False)
+
+    sched = Scheduler(db_path(db), discover=discovery_from_env(), on_event=say,
+                      on_ended=lambda run: say(_ended_line(run)))
     sched.acquire()
     free, has_gpus = sched.free_gpus()
     err.print(f"driving the queue of {sched.db} ({len(free)} free GPUs)" if has_gpus
@@ -73,6 +76,15 @@ def worker(until_empty: Annotated[bool, typer.Option(
         err.print("worker stopped; running trainings keep running")
     finally:
         sched.release()
+
+def _ended_line(run) -> str:
+    """``run 3 (tiny) finished after 2m45s; lrfr show 3``, with a failed run's reason."""
+    from lrfr_tui.display import human_duration
+    from lrfr_tui.liveness import reason_headline
+
+    took = human_duration(run.ended - run.started) if run.ended and run.started else "?"
+    why = f": {reason_headline(run.failure_reason)}" if run.status == "failed" and run.failure_reason else ""
+    return f"run {run.id} ({run.name}) {run.status} after {took}{why}; lrfr show {run.id}"
 
 def kill(run_id: RunArg,
          grace: Annotated[float, typer.Option(help="seconds to checkpoint before SIGKILL")] = 60.0,

@@ -42,10 +42,19 @@ def log_tail(path: str | Path | None, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+LOG_TAIL_MARK = "; log tail:\n"
+
+
 def death_reason(run: Any, why: str) -> str:
     log = run.log_path or (Path(run.run_dir) / "train.log" if run.run_dir else None)
     tail = log_tail(log)
-    return why + ("; log tail:\n" + tail if tail else "")
+    return why + (LOG_TAIL_MARK + tail if tail else "")
+
+
+def reason_headline(reason: str) -> str:
+    """A failure reason's first line, without the log tail that ``death_reason`` appends (one line for a
+    header or a worker's log)."""
+    return reason.split(LOG_TAIL_MARK, 1)[0].splitlines()[0] if reason.strip() else ""
 
 
 def heartbeat_stale(run: Any, stale_s: float = STALE_HEARTBEAT_S) -> bool:

@@ -28,7 +28,6 @@ from pathlib import Path
 
 from engine.config import LaunchConfig
 from engine.errors import LrfrError
-from lrfr_tui.display import human_duration
 from lrfr_tui.gpus import GpuDiscovery, GpuDiscoveryError, discover_gpus
 from lrfr_tui.journal import journaled, write_spec
 from lrfr_tui.launchers import Handle, Launcher, LaunchRequest, get_launcher
@@ -80,6 +79,10 @@ class Scheduler:
     launchers: dict[str, Launcher] = field(default_factory=dict)
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     on_event: Callable[[str], None] | None = None
+    # Each run this scheduler saw running that has ended since, once, however it ended (by itself, killed
+    # from elsewhere, settled here as dead): `lrfr worker` prints it. The TUI's runs screen announces ends
+    # from its own snapshots, so it passes none.
+    on_ended: Callable[[Run], None] | None = None
 
     def __post_init__(self) -> None:
         self.db = Path(self.db).resolve()
@@ -88,7 +91,6 @@ class Scheduler:
         self._lock_fhs: list = []
         self._problems: dict[int, str] = {}  # run -> the journal problem last reported
         self._running: set[int] = set()  # runs running at the end of the previous pass (to tell who ended)
-        self._announced: set[int] = set()  # ended runs already said (reconcile says its own)
         self._cpu_holder: int | None = None  # the local run the queue was last said to wait for
 
     # ------------------------------------------------------------ single scheduler per db
@@ -151,30 +153,23 @@ class Scheduler:
         """Ingest journals, reconcile, then launch what fits. Returns the ids of the runs started in this pass."""
         self.ingest()
         self.reconcile()
-        self.announce_ended()
+        running = self.announce_ended()
         started = self.launch()
-        self._running = {run.id for run in self.store.runs_with_status("running")}
+        self._running = running | set(started)
         return started
 
-    def announce_ended(self) -> list[int]:
-        """Say which runs seen running in the previous pass have ended since (however they ended: by
-        themselves, killed from elsewhere, or settled by reconcile), each once. Returns their ids."""
+    def announce_ended(self) -> set[int]:
+        """Give ``on_ended`` each run running at the end of the previous pass that has ended since. Returns
+        the ids running now."""
         now_running = {run.id for run in self.store.runs_with_status("running")}
-        ended = sorted(self._running - now_running)
-        for run_id in ended:
-            if run_id in self._announced:
-                continue
+        for run_id in sorted(self._running - now_running):
             try:
                 run = self.store.get_run(run_id, settle=False)
             except LrfrError:
                 continue  # removed meanwhile (lrfr rm)
-            if not run.is_final:
-                continue  # re-queued (a Slurm requeue, a resume): it has not ended
-            took = human_duration(run.ended - run.started) if run.ended and run.started else "?"
-            why = f": {run.failure_reason}" if run.status == "failed" and run.failure_reason else ""
-            self._say(f"run {run.id} ({run.name}) {run.status} after {took}{why}; lrfr show {run.id}")
-            self._announced.add(run_id)
-        return ended
+            if run.is_final and self.on_ended is not None:  # not final: re-queued (Slurm requeue, resume)
+                self.on_ended(run)
+        return now_running
 
     def ingest(self) -> int:
         """Apply the new records of every running journaled run's journal; how many were applied."""
@@ -219,9 +214,7 @@ class Scheduler:
                 why = "the run's worker could not write runs.db (locked or disk full) and left no final state"
             settled = self.store.settle_dead(run, death_reason(run, why))
             if settled.is_final:
-                ended.append(run.id)
-                self._announced.add(run.id)
-                self._say(f"run {run.id} {settled.status}: its process is gone")
+                ended.append(run.id)  # said with every other end (on_ended), its reason in failure_reason
         return ended
 
     def free_gpus(self) -> tuple[list[int], bool]:
@@ -272,15 +265,16 @@ class Scheduler:
     def _say_who_holds_the_cpu(self, holder: Run | None, queued: list[Run]) -> None:
         """Once per holder: the queue waits because a run (perhaps a foreground `lrfr run` in another
         terminal) already trains on this GPU-less machine."""
-        if holder is None or holder.id == self._cpu_holder:
-            self._cpu_holder = holder.id if holder else None
+        if holder is None:
+            self._cpu_holder = None
+            return
+        local_queue = [r for r in queued if LaunchConfig(**r.config.get("launch", {})).launcher != "slurm"]
+        if holder.id == self._cpu_holder or not local_queue:
             return
         self._cpu_holder = holder.id
         how = "in the foreground (lrfr run)" if holder.launcher == "foreground" else f"via {holder.launcher}"
-        local_queue = [r for r in queued if LaunchConfig(**r.config.get("launch", {})).launcher != "slurm"]
-        if local_queue:
-            self._say(f"run {holder.id} ({holder.name}) holds the CPU, started {how}: {len(local_queue)} queued "
-                      f"run(s) start when it ends")
+        self._say(f"run {holder.id} ({holder.name}) holds the CPU, started {how}: {len(local_queue)} queued "
+                  f"run(s) start when it ends")
 
     def _start(self, run: Run, gpus: list[int], launcher_name: str) -> bool:
         launch = LaunchConfig(**run.config.get("launch", {}))

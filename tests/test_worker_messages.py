@@ -5,6 +5,8 @@ Real processes on a real runs.db: a foreground `lrfr run` trains while a second 
 """
 
 import os
+import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -73,3 +75,36 @@ def test_worker_says_who_holds_the_cpu_and_when_runs_end(tmp_path):
     assert len(ended_1) == 1 and len(ended_2) == 1, said
     assert holds[0] < ended_1[0] < started_2 < ended_2[0], said
     assert lines[ended_2[0]].endswith("; lrfr show 2")
+
+
+def test_a_run_killed_mid_step_is_said_once_with_its_reason(tmp_path):
+    """SIGKILL to the training process the worker started: it cannot write its end, so the worker settles it
+    as failed, and says so once, with the reason, like any other end."""
+    db = tmp_path / "runs.db"
+    queued = _lrfr("run", "--preset", "tiny", "--name", "doomed", "--queue", *_sets("schedule.epochs=200"),
+                   cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert queued.wait(120) == 0, queued.stderr.read()
+    worker = _lrfr("worker", "--until-empty", "--poll", "0.3", cwd=tmp_path, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            pid, step = conn.execute("SELECT pid, step FROM runs WHERE id = 1").fetchone()
+            conn.close()
+            if pid and step > 0:
+                break
+            assert worker.poll() is None and time.monotonic() < deadline, "the run never trained"
+            time.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        _, said = worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, said
+    about_1 = [line for line in said.splitlines() if line.startswith("run 1 ")]
+    assert about_1[0] == "run 1 started on CPU", said
+    assert len(about_1) == 2, said  # started, then its end: said once
+    # The reason's headline only: the log tail stored with it stays in runs.db (lrfr show 1).
+    assert re.fullmatch(r"run 1 \(doomed\) failed after \S+: the run's process ended without reporting a final "
+                        r"status; lrfr show 1", about_1[1]), said

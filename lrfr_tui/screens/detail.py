@@ -17,6 +17,7 @@ from engine.errors import LrfrError
 from engine.evaluate.registry import benchmark_label, benchmark_names, metric_label
 from lrfr_tui import display, results_table
 from lrfr_tui.display import short_duration
+from lrfr_tui.liveness import reason_headline
 from lrfr_tui.screens.polling import PollingScreen
 from lrfr_tui.screens.run_actions import RunActions
 from lrfr_tui.significance import format_interval
@@ -240,7 +241,7 @@ class DetailScreen(RunActions, PollingScreen):
                           style="italic")
         lines = [head, second]
         if run.get("failure_reason") and run["status"] in ("failed", "killed"):
-            reason = run["failure_reason"].splitlines()[0]
+            reason = reason_headline(run["failure_reason"])
             lines.append(Text(reason, style=status_style(self.app, "failed"), no_wrap=True, overflow="ellipsis"))
         joined = Text("\n").join(lines)
         joined.no_wrap, joined.overflow = True, "ellipsis"  # one line each, cut at the edge, never wrapped
