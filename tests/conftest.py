@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import RunConfig, resolve
+from engine.config import RunConfig, flatten, resolve, to_dict
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +47,17 @@ MICRO_OVERRIDES = [
 @pytest.fixture
 def micro_config() -> RunConfig:
     return resolve("tiny", MICRO_OVERRIDES)
+
+
+@pytest.fixture
+def importable_worker(monkeypatch):
+    """Runs trained by subprocesses (the scheduler's workers, torchrun) import this checkout, one thread each
+    (tests start several at once on 2 cores). Modules that start them use it with ``usefixtures``."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def queue_micro_run(store, *overrides: str) -> int:
+    """Queue a run of the micro configuration (plus ``overrides``) in ``store``, as ``lrfr run --queue`` does."""
+    cfg = resolve("tiny", MICRO_OVERRIDES + list(overrides))
+    return store.create_run(to_dict(cfg), flatten(cfg), "test", launcher="local")

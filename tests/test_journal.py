@@ -14,29 +14,23 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import flatten, resolve, to_dict
 from lrfr_tui.journal import JOURNAL_FILE, JournalWriter, read_journal
 from lrfr_tui.launchers import LocalLauncher
 from lrfr_tui.launchers.base import LaunchRequest
 from lrfr_tui.runsdb import Store, journal_ingest
 from lrfr_tui.scheduler import Scheduler
-from tests.conftest import MICRO_OVERRIDES
+from tests.conftest import ROOT, queue_micro_run
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ["eval.benchmarks=[lfw]", "schedule.max_steps=6"]
 # Throughput depends on the machine's load, not on the run: everything else must match exactly.
 TIMING_KEYS = {"samples_per_s", "images_per_s"}
 
 
-@pytest.fixture(autouse=True)
-def importable_worker(monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("importable_worker")
 
 
 def queue_run(store: Store, *overrides: str) -> int:
-    cfg = resolve("tiny", MICRO_OVERRIDES + FAST + list(overrides))
-    return store.create_run(to_dict(cfg), flatten(cfg), "test", launcher="local")
+    return queue_micro_run(store, *FAST, *overrides)
 
 
 def _unshare_prefix() -> list[str] | None:

@@ -20,13 +20,7 @@ from lrfr_tui.journal import JOURNAL_FILE, write_spec
 from lrfr_tui.runsdb import Store, journal_ingest
 from tests.conftest import MICRO_OVERRIDES
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def importable_worker(monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("importable_worker")
 
 
 def free_port() -> int:

@@ -13,27 +13,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.config import flatten, resolve, to_dict
+from engine.config import resolve, to_dict
 from lrfr_tui.gpus import fake_gpus
 from lrfr_tui.runsdb import Store
 from lrfr_tui.runsdb.migrations import SCHEMA_V1, SCHEMA_VERSION
 from lrfr_tui.scheduler import Scheduler, SchedulerLocked, stop_run
-from tests.conftest import MICRO_OVERRIDES
+from tests.conftest import MICRO_OVERRIDES, queue_micro_run
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ["eval.benchmarks=[lfw]"]
 
 
-@pytest.fixture(autouse=True)
-def importable_worker(monkeypatch):
-    # Workers are separate processes: they must import this checkout's packages.
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+pytestmark = pytest.mark.usefixtures("importable_worker")
 
 
 def queue_run(store: Store, *overrides: str) -> int:
-    cfg = resolve("tiny", MICRO_OVERRIDES + FAST + list(overrides))
-    return store.create_run(to_dict(cfg), flatten(cfg), "test", launcher="local")
+    return queue_micro_run(store, *FAST, *overrides)
 
 
 def wait_for(predicate, timeout: float = 120.0, every: float = 0.2, sched: Scheduler | None = None):
