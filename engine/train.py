@@ -110,13 +110,10 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     (``engine.speed.native_cpu_bf16``: a third less time and memory per step there); full precision on
     any other CPU, where bf16 would be emulated.
     """
-    if setting == "off":
-        return None
-    if setting == "auto" and device.type != "cuda" and not (device.type == "cpu" and native_cpu_bf16()):
-        return None
-    if setting in ("auto", "bf16"):
-        return torch.bfloat16
-    return torch.float16
+    if setting == "auto":
+        native = device.type == "cuda" or (device.type == "cpu" and native_cpu_bf16())
+        return torch.bfloat16 if native else None
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[setting]
 
 
 # ---------------------------------------------------------------- data order
